@@ -1,0 +1,89 @@
+"""Where and how big things run: device, mixed precision, seeding, and the size switch.
+
+Every notebook and benchmark reads its scale through :func:`size` / :func:`pick`, so a single
+environment variable, ``TDN_SIZE``, moves the whole course from the fast CPU defaults
+(``small``) to paper-like settings for a GPU (``paper``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+SIZE_ENV_VAR = "TDN_SIZE"
+SIZES = ("small", "paper")
+
+
+def size() -> str:
+    """The current size setting: ``"small"`` (default, seconds on a laptop CPU) or ``"paper"``."""
+    value = os.environ.get(SIZE_ENV_VAR, "small").strip().lower() or "small"
+    if value not in SIZES:
+        raise ValueError(f"{SIZE_ENV_VAR}={value!r} is not a known size; allowed: {', '.join(SIZES)}")
+    return value
+
+
+def pick(small: T, paper: T) -> T:
+    """Return ``small`` or ``paper`` according to :func:`size` (the one place the switch is read)."""
+    return paper if size() == "paper" else small
+
+
+def get_device(device: str | None = None) -> torch.device:  # noqa: F821
+    """CUDA when present, else CPU; an explicit ``device`` is checked, not silently replaced."""
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device!r} is not supported; allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+    return dev
+
+
+def amp_dtype(device: Any) -> torch.dtype | None:  # noqa: F821
+    """Autocast dtype for ``device``: bf16 on GPUs that support it, else fp16 on CUDA; None on CPU."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and all GPUs) in one call."""
+    import torch
+
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def environment_report() -> dict[str, str]:
+    """Versions and hardware in one dict, for the first cell of every tutorial."""
+    import platform
+
+    import torch
+    import transformers
+
+    report = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(get_device()),
+        "cpu threads": str(torch.get_num_threads()),
+        "size (TDN_SIZE)": size(),
+    }
+    if torch.cuda.is_available():
+        report["gpu"] = torch.cuda.get_device_name(0)
+    return report

@@ -1,0 +1,87 @@
+"""Plotting and widget helpers shared by every notebook.
+
+Rules (they spare learners the usual breakages): every chart is a pure function returning a
+``plotly.graph_objects.Figure`` (testable without a browser); figures are shown through :func:`show`,
+the one place that picks a renderer; sliders are wired with :func:`panel`, which uses
+``ipywidgets.interactive_output`` with ``continuous_update=False`` (no ``FigureWidget``: it breaks with
+ipywidgets 8 and on Colab). Callers print a short numeric summary next to each chart, so the numbers
+are there even where plotly fails to draw inside a widget output (it happens on Colab).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+RENDERER_ENV_VAR = "TDN_PLOTLY_RENDERER"
+PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2")
+
+
+def renderer() -> str | None:
+    """The plotly renderer to use: ``$TDN_PLOTLY_RENDERER`` if set, ``"colab"`` on Colab, else plotly's default."""
+    if os.environ.get(RENDERER_ENV_VAR):
+        return os.environ[RENDERER_ENV_VAR]
+    if "google.colab" in sys.modules:
+        return "colab"
+    return None
+
+
+def show(fig: Any) -> None:
+    """Display a figure with the renderer chosen by :func:`renderer`."""
+    fig.show(renderer=renderer())
+
+
+def panel(update: Callable[..., None], **controls: Any) -> Any:
+    """Controls in a row above an output area; ``update(**values)`` re-runs when a control is released.
+
+    Returns the ``VBox``; display it (or leave it as the cell's last expression).
+    """
+    import ipywidgets as widgets
+
+    for control in controls.values():
+        if hasattr(control, "continuous_update"):
+            control.continuous_update = False
+    out = widgets.interactive_output(update, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")), out])
+
+
+def length_histogram(lengths: Mapping[str, Sequence[int]], max_length: int | None = None,
+                     title: str = "Token lengths", bin_width: int = 2) -> Any:
+    """Overlaid histograms of token lengths per data set, with the truncation length marked."""
+    import plotly.graph_objects as go
+
+    if bin_width < 1:
+        raise ValueError(f"bin_width must be >= 1, got {bin_width}")
+    fig = go.Figure()
+    for i, (name, values) in enumerate(lengths.items()):
+        values = np.asarray(values)
+        if max_length is not None:
+            values = np.minimum(values, max_length)
+        fig.add_trace(go.Histogram(x=values, name=f"{name} (n={len(values)})", xbins={"size": bin_width},
+                                   marker_color=PALETTE[i % len(PALETTE)], opacity=0.65))
+    if max_length is not None:
+        fig.add_vline(x=max_length, line_dash="dash", annotation_text=f"max_length={max_length}")
+    fig.update_layout(barmode="overlay", title=title, xaxis_title="tokens per example (incl. special tokens)",
+                      yaxis_title="examples", legend_title="data set", height=380, margin={"t": 60})
+    return fig
+
+
+def padding_bars(costs: Mapping[str, Any], title: str = "Where the compute goes") -> Any:
+    """Stacked bars of real vs padding token slots, one bar per batching scheme (values: PaddingStats)."""
+    import plotly.graph_objects as go
+
+    names = list(costs)
+    real = [costs[n].real_tokens for n in names]
+    pad = [costs[n].pad_tokens for n in names]
+    frac = [f"{costs[n].padding_fraction:.0%} padding" for n in names]
+    fig = go.Figure([
+        go.Bar(name="real tokens", x=names, y=real, marker_color=PALETTE[2]),
+        go.Bar(name="padding", x=names, y=pad, marker_color=PALETTE[3], text=frac, textposition="outside"),
+    ])
+    fig.update_layout(barmode="stack", title=title, yaxis_title="token slots per epoch",
+                      xaxis_title="batching scheme", height=380, margin={"t": 60})
+    return fig

@@ -1,0 +1,65 @@
+"""Notebook and repository hygiene (nbval itself executes every notebook: see pyproject addopts)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_numbered_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name == "00_start_here.ipynb"
+    for nb in NOTEBOOKS:
+        assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", nb.name), nb.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_conventions(path):
+    nb = nbformat.read(path, as_version=4)
+    assert path.stat().st_size < 1 * 2**20, "commit notebooks with small outputs only"
+    first = nb.cells[0].source
+    assert "colab.research.google.com/github/" in first and f"notebooks/{path.name})" in first
+    assert "mybinder.org/v2/gh/" in first and f"lab/tree/notebooks/{path.name})" in first
+    assert nb.metadata.get("accelerator") == "GPU" and "colab" in nb.metadata
+    install = [c for c in nb.cells if c.cell_type == "code" and "pip install" in c.source]
+    assert len(install) == 1, "exactly one install cell"
+    assert install[0].source.startswith("# NBVAL_SKIP") and '"google.colab" in sys.modules' in install[0].source
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if cell.outputs:
+            assert cell.metadata.get("keep_output"), "only keep_output cells may carry outputs"
+            assert "# NBVAL_CHECK_OUTPUT" in cell.source, "a kept output exists to be checked"
+        else:
+            assert cell.execution_count is None
+        if "# NBVAL_CHECK_OUTPUT" in cell.source:
+            assert cell.outputs, "a checked cell needs its stored output, or nbval has nothing to compare"
+        assert "FigureWidget" not in cell.source
+
+
+def test_notebooks_are_stripped():
+    result = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", "--keep-id", "--keep-count", *map(str, NOTEBOOKS)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, f"run `nbstripout --keep-id notebooks/*.ipynb`: {result.stdout}{result.stderr}"
+
+
+def test_ruff_is_clean():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_lists_every_notebook_and_ci_runs_its_test_command():
+    readme = (ROOT / "README.md").read_text()
+    for nb in NOTEBOOKS:
+        assert f"notebooks/{nb.name}" in readme, nb.name
+    test_command = re.search(r"^(pip install -e \"\.\[test\]\" && pytest)$", readme, re.M)
+    assert test_command, "README must state the test command on a line of its own"
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command.group(1) in ci_lines and "pip install torch==2.13.0" in ci_lines
+    assert "pip install torch==2.13.0" in readme
