@@ -85,13 +85,15 @@ def _not_available(name: Any, exc: Exception) -> Exception:
 
 def load_pretrained(name_or_path: str | os.PathLike = BUNDLED_MODEL, kind: str = "encoder",
                     num_labels: int = 2, attn_implementation: str | None = None,
-                    device: Any = None) -> Any:
+                    device: Any = None, num_layers: int | None = None) -> Any:
     """Load a pretrained BERT-family model as ``kind``.
 
     kind: ``"encoder"`` (AutoModel), ``"classifier"`` (AutoModelForSequenceClassification, new head),
     ``"mlm"`` (AutoModelForMaskedLM; the bundled MiniLM ships no MLM head, so a new one is initialised
     and a warning says so), ``"sbert"`` (a sentence-transformers ``SentenceTransformer``).
     attn_implementation: ``"eager"`` to get attention maps, ``"sdpa"`` for speed, None for the default.
+    num_layers: keep only the first ``num_layers`` pretrained layers (a smaller, faster model for CPU
+    demos; the pretrained weights of the dropped layers are simply not loaded).
     The returned model's ``newly_initialized`` attribute lists the weights that did not come from the
     checkpoint.
     """
@@ -104,6 +106,8 @@ def load_pretrained(name_or_path: str | os.PathLike = BUNDLED_MODEL, kind: str =
     dev = get_device(device)
     source = resolve_model(name_or_path)
     if kind == "sbert":
+        if num_layers is not None:
+            raise ValueError("num_layers is not supported for kind='sbert' (it would change the embeddings)")
         from sentence_transformers import SentenceTransformer
 
         try:
@@ -122,12 +126,18 @@ def load_pretrained(name_or_path: str | os.PathLike = BUNDLED_MODEL, kind: str =
             f"model {name_or_path!r} has model_type={config.model_type!r}; tdnotebooks supports BERT-style "
             f"encoders: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
+    if num_layers is not None:
+        if not isinstance(num_layers, int) or not 1 <= num_layers <= config.num_hidden_layers:
+            raise ValueError(f"num_layers must be an int in [1, {config.num_hidden_layers}] for {name_or_path!r}, "
+                             f"got {num_layers!r}")
     auto = {"encoder": AutoModel, "classifier": AutoModelForSequenceClassification, "mlm": AutoModelForMaskedLM}[kind]
     kwargs: dict[str, Any] = {"output_loading_info": True}
     if kind == "classifier":
         kwargs["num_labels"] = num_labels
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    if num_layers is not None:
+        kwargs["num_hidden_layers"] = num_layers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from transformers.utils import logging as hf_logging

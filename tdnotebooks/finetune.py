@@ -1,0 +1,272 @@
+"""Fine-tuning with RandomSampler, group_by_length, BucketSampler or TokenDrop + BucketSampler.
+
+A transparent loop for the notebooks and benchmark (:func:`finetune`) and a Hugging Face ``Trainer``
+subclass for real projects (:class:`BucketTrainer`). Both build their batches with
+:func:`make_batching`, so "what batches does method X make" has one answer.
+
+Methods (``FinetuneConfig.method``):
+
+- ``"random"``: random batches of ``base_batch_size`` padded to their longest (the paper's baseline);
+- ``"group_by_length"``: Hugging Face's ``LengthGroupedSampler`` (Trainer's ``group_by_length``);
+- ``"bucket"``: BucketSampler (buckets, HWCap, BatchCap, RBM) + LRM, padded to the batch's longest;
+- ``"tokendrop_bucket"``: BucketSampler + Algorithm 3 (trim to the batch's shortest by dropping stopwords).
+
+``token_drop_rate > 0`` adds TokenDrop at a global rate (Algorithm 1) to ``"random"`` (and to
+``"group_by_length"``): the regularizer on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader
+
+from .bucketing import BucketSampler, LRModulator, PadToBatchMax
+from .padding import PaddingStats
+from .runtime import amp_dtype as pick_amp_dtype
+from .runtime import get_device, seed_everything
+
+METHODS = ("random", "group_by_length", "bucket", "tokendrop_bucket")
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyperparameters; defaults follow the paper where it gives them (width 5, scaling factor 2)."""
+
+    method: str = "random"
+    epochs: int = 3
+    lr: float = 5e-5
+    base_batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    bucket_width: int = 5
+    token_budget: int | None = 4096  # HWCap per bucket = token_budget // bucket length
+    scaling_factor: float = 2.0       # BatchCap = base_batch_size * scaling_factor ** epoch
+    batch_cap: bool = True
+    rbm: bool = True
+    lrm: bool = True
+    token_drop_rate: float = 0.0      # TokenDrop at a global rate (Algorithm 1); 0 = off
+    keep_pronouns: bool = False
+    trim_to: str = "reachable"        # Algorithm 3 target: "shortest" (as written) or "reachable" (see tokendrop)
+    freeze_embeddings: bool = False   # keep word embeddings fixed: a much cheaper optimizer step on CPU
+    grad_accum_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    eval_batch_size: int = 128
+    seed: int = 0
+    device: str | None = None
+    amp: bool = True                  # autocast on CUDA (bf16 where supported); ignored on CPU
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r} is not supported; allowed: {', '.join(METHODS)}")
+        for name, low in (("epochs", 1), ("base_batch_size", 1), ("grad_accum_steps", 1), ("eval_batch_size", 1),
+                          ("bucket_width", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.token_drop_rate <= 1:
+            raise ValueError(f"token_drop_rate must be in [0, 1], got {self.token_drop_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.token_drop_rate > 0 and self.method in ("bucket", "tokendrop_bucket"):
+            raise ValueError(f"token_drop_rate applies to method 'random' or 'group_by_length', not {self.method!r}"
+                             " (use method='tokendrop_bucket' for TokenDrop with BucketSampler)")
+
+
+@dataclass
+class Batching:
+    """What one method feeds the model: a batch sampler and a collator (which counts padding)."""
+
+    batch_sampler: Any
+    collate: Callable
+    set_epoch: Callable[[int], None]
+    variable_batch_size: bool
+
+    def loader(self, data: Any) -> DataLoader:
+        return DataLoader(data, batch_sampler=self.batch_sampler, collate_fn=self.collate)
+
+    def num_batches(self, epoch: int) -> int:
+        self.set_epoch(epoch)
+        return len(self.batch_sampler)
+
+
+class _SeededRandomBatches(torch.utils.data.Sampler):
+    """Random batches of a fixed size, reshuffled per epoch from (seed, epoch): the RandomSampler baseline."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist()
+        return iter([order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)])
+
+
+def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batching:
+    """Batch sampler + collator of ``config.method`` over a tokenized, :func:`tokendrop.prepare`-d split."""
+    from .tokendrop import TokenDrop, TokenDropBucketCollator, TokenDropCollator
+
+    lengths = train["length"]
+    if config.method in ("bucket", "tokendrop_bucket"):
+        sampler: Any = BucketSampler(lengths=lengths, bucket_width=config.bucket_width,
+                                     token_budget=config.token_budget, base_batch_size=config.base_batch_size,
+                                     scaling_factor=config.scaling_factor, batch_cap=config.batch_cap,
+                                     rbm=config.rbm, seed=config.seed)
+    elif config.method == "group_by_length":
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        generator = torch.Generator().manual_seed(config.seed)
+        grouped = LengthGroupedSampler(config.base_batch_size, lengths=list(lengths), generator=generator)
+        sampler = BatchSampler(grouped, config.base_batch_size, drop_last=False)
+        sampler.set_epoch = lambda epoch: generator.manual_seed(config.seed + epoch)
+    else:
+        sampler = _SeededRandomBatches(len(lengths), config.base_batch_size, config.seed)
+
+    if config.method == "tokendrop_bucket":
+        collate: Any = TokenDropBucketCollator(TokenDrop(mode="to_length", seed=config.seed,
+                                                         keep_pronouns=config.keep_pronouns), pad_token_id,
+                                               trim_to=config.trim_to)
+    elif config.token_drop_rate > 0:
+        collate = TokenDropCollator(TokenDrop(rate=config.token_drop_rate, seed=config.seed,
+                                              keep_pronouns=config.keep_pronouns), pad_token_id)
+    else:
+        collate = PadToBatchMax(pad_token_id)
+
+    def set_epoch(epoch: int) -> None:
+        sampler.set_epoch(epoch)
+        if hasattr(collate, "set_epoch"):
+            collate.set_epoch(epoch)
+
+    return Batching(sampler, collate, set_epoch, variable_batch_size=config.method in ("bucket", "tokendrop_bucket"))
+
+
+@dataclass
+class History:
+    """Per optimizer step and per epoch records, ready for ``pandas.DataFrame(history.steps)``."""
+
+    config: dict
+    steps: list[dict] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(e["train_seconds"] for e in self.epochs)
+
+    @property
+    def padding(self) -> PaddingStats:
+        return PaddingStats(sum(e["real_tokens"] for e in self.epochs), sum(e["slot_tokens"] for e in self.epochs),
+                            sum(e["num_batches"] for e in self.epochs))
+
+    @property
+    def final_dev_accuracy(self) -> float:
+        return self.epochs[-1]["dev_accuracy"]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _collator_counts(collate: Any) -> tuple[int, int, int]:
+    stats = collate.stats
+    return stats.real_tokens, stats.slot_tokens, stats.num_batches
+
+
+def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfig | None = None, *,
+             pad_token_id: int = 0, **overrides: Any) -> History:
+    """Fine-tune a sequence classifier on ``train`` and evaluate on ``dev`` after every epoch.
+
+    ``train``/``dev``: splits from :func:`tdnotebooks.tokendrop.prepare` (``input_ids``, ``length``,
+    ``stopword_spans``, ``idx``, ``label``). Keyword overrides replace config fields
+    (``finetune(model, train, dev, method="bucket", epochs=2)``). AdamW, linear warm-up and decay over
+    the exact number of optimizer steps of all epochs, LRM on variable-size batches, AMP on CUDA.
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from .inference import predict
+
+    config = FinetuneConfig(**{**asdict(config or FinetuneConfig()), **overrides})
+    seed_everything(config.seed)
+    device = get_device(config.device)
+    dtype = pick_amp_dtype(device) if config.amp else None
+    model.to(device).train()
+
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    batching = make_batching(config, train, pad_token_id)
+    steps_per_epoch = [math.ceil(batching.num_batches(e) / config.grad_accum_steps) for e in range(config.epochs)]
+    total_steps = sum(steps_per_epoch)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    use_lrm = config.lrm and batching.variable_batch_size
+    modulator = LRModulator(optimizer, config.base_batch_size)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    history = History(config=asdict(config))
+    loader = batching.loader(train)
+    step = 0
+
+    for epoch in range(config.epochs):
+        batching.set_epoch(epoch)
+        real0, slots0, batches0 = _collator_counts(batching.collate)
+        losses, examples_in_step, micro = [], 0, 0
+        bar = tqdm(total=len(loader), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
+                   disable=not config.progress, leave=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = model(**batch).loss
+            scaler.scale(loss / config.grad_accum_steps).backward()
+            losses.append(loss.item())
+            examples_in_step += batch["input_ids"].shape[0]
+            micro += 1
+            bar.update(1)
+            if micro % config.grad_accum_steps and micro < len(loader):
+                continue
+            if config.max_grad_norm:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            with modulator.modulated(examples_in_step if use_lrm else config.base_batch_size) as factor:
+                scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.steps.append({"step": step, "epoch": epoch, "loss": float(np.mean(losses[-micro:])),
+                                  "batch_size": examples_in_step, "seq_len": int(batch["input_ids"].shape[1]),
+                                  "lr": lr * factor})
+            step, examples_in_step, micro = step + 1, 0, 0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - start
+        bar.close()
+        real1, slots1, batches1 = _collator_counts(batching.collate)
+        dev_pred = predict(model, dev, batching="bucketed", batch_size=config.eval_batch_size,
+                           pad_token_id=pad_token_id, amp_dtype=dtype)
+        model.train()
+        history.epochs.append({
+            "epoch": epoch, "train_loss": float(np.mean(losses)), "train_seconds": train_seconds,
+            "dev_accuracy": dev_pred.accuracy(dev["label"]),
+            "dev_loss": float(torch.nn.functional.cross_entropy(dev_pred.logits, torch.as_tensor(dev["label"]))),
+            "real_tokens": real1 - real0, "slot_tokens": slots1 - slots0, "num_batches": batches1 - batches0,
+        })
+    return history

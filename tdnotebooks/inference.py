@@ -1,0 +1,146 @@
+"""Inference the TokenDrop + BucketSampler way (Nagarajan & Raghunathan 2023, Section 3.2).
+
+- Real-time (batch size 1): drop a fraction of each input's stopwords before the forward pass
+  (:func:`tdnotebooks.tokendrop.drop_stopwords_for_inference`); :func:`latency_at_batch_size_1` measures
+  median latency and accuracy for a drop rate.
+- Server mode (many requests at once): :func:`predict` with ``batching="bucketed"`` groups requests of
+  similar length (BucketSampler with BatchCap = HWCap, i.e. ``batch_cap=False``), optionally trims them
+  with TokenDrop (Algorithm 3), and returns predictions in the original order; ``batching="random"``
+  is the baseline of random batches padded to their longest member.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .bucketing import BucketSampler, PadToBatchMax
+from .padding import PaddingStats, random_batches
+
+BATCHINGS = ("random", "bucketed", "bucketed_tokendrop")
+
+
+@dataclass
+class Predictions:
+    """Logits in the original order of the inputs, plus how they were computed."""
+
+    logits: torch.Tensor
+    seconds: float
+    padding: PaddingStats
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.logits.argmax(-1).numpy()
+
+    def accuracy(self, gold: Sequence[int]) -> float:
+        return float((self.labels == np.asarray(gold)).mean())
+
+    @property
+    def throughput(self) -> float:
+        """Examples per second."""
+        return len(self.logits) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", batch_size: int = 64,
+            token_budget: int | None = 8192, bucket_width: int = 5, pad_token_id: int = 0,
+            token_drop: Any = None, seed: int = 0, amp_dtype: torch.dtype | None = None) -> Predictions:
+    """Logits for every example of ``data`` (tokenized: ``input_ids``, ``length``), in the original order.
+
+    batching: ``"random"`` — random batches of ``batch_size`` padded to their longest (baseline);
+    ``"bucketed"`` — BucketSampler buckets of ``bucket_width`` with HWCap from ``token_budget`` and no
+    BatchCap (server mode uses the hardware cap directly), residual batches merged;
+    ``"bucketed_tokendrop"`` — the same batches trimmed to their shortest member by dropping stopwords
+    (needs ``token_drop=TokenDrop(mode="to_length")`` and data from :func:`tdnotebooks.tokendrop.prepare`).
+    """
+    if batching not in BATCHINGS:
+        raise ValueError(f"batching={batching!r} is not supported; allowed: {', '.join(BATCHINGS)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    n = len(data)
+    if n == 0:
+        raise ValueError("data is empty: nothing to predict")
+    device = next(model.parameters()).device
+    if batching == "random":
+        batches = random_batches(n, batch_size, seed)
+        collate: Any = PadToBatchMax(pad_token_id)
+    else:
+        sampler = BucketSampler(lengths=data["length"], bucket_width=bucket_width, token_budget=token_budget,
+                                base_batch_size=batch_size, batch_cap=token_budget is None, rbm=True,
+                                shuffle=False, seed=seed)
+        batches = sampler.epoch_batches(0)
+        if batching == "bucketed_tokendrop":
+            from .tokendrop import TokenDrop, TokenDropBucketCollator
+
+            if not isinstance(token_drop, TokenDrop):
+                raise ValueError("batching='bucketed_tokendrop' needs token_drop=TokenDrop(mode='to_length')")
+            collate = TokenDropBucketCollator(token_drop, pad_token_id)
+        else:
+            collate = PadToBatchMax(pad_token_id)
+    was_training = model.training
+    model.eval()
+    logits: list[torch.Tensor | None] = [None] * n
+    _synchronize(device)
+    start = time.perf_counter()
+    for batch_indices in batches:
+        batch = collate([data[int(i)] for i in batch_indices])
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(**_model_inputs(batch, device)).logits.float().cpu()
+        for row, i in enumerate(batch_indices):
+            logits[int(i)] = out[row]
+    _synchronize(device)
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    return Predictions(torch.stack(logits), seconds, collate.stats)
+
+
+@dataclass
+class LatencyResult:
+    rate: float
+    median_ms: float
+    mean_tokens: float
+    accuracy: float
+
+
+@torch.no_grad()
+def latency_at_batch_size_1(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], labels: Sequence[int],
+                            rate: float, *, seed: int = 0, max_length: int = 128, warmup: int = 3,
+                            keep_pronouns: bool = False) -> LatencyResult:
+    """Real-time inference with TokenDrop at ``rate``: one request at a time; median latency and accuracy."""
+    from .tokendrop import drop_stopwords_for_inference
+
+    if len(texts) != len(labels) or len(texts) == 0:
+        raise ValueError(f"texts and labels must be non-empty and of equal length, got {len(texts)} and {len(labels)}")
+    device = next(model.parameters()).device
+    inputs = drop_stopwords_for_inference(tokenizer, list(texts), rate, seed=seed, keep_pronouns=keep_pronouns,
+                                          max_length=max_length)
+    was_training = model.training
+    model.eval()
+    for enc in inputs[:warmup]:
+        model(**_model_inputs(enc, device))
+    times, correct = [], 0
+    for enc, label in zip(inputs, labels, strict=True):
+        _synchronize(device)
+        start = time.perf_counter()
+        logits = model(**_model_inputs(enc, device)).logits
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+        correct += int(logits.argmax(-1).item() == int(label))
+    model.train(was_training)
+    return LatencyResult(rate, 1000 * statistics.median(times),
+                         float(np.mean([enc["input_ids"].shape[1] for enc in inputs])), correct / len(texts))

@@ -1,0 +1,106 @@
+"""The fine-tuning loop: batching per method, LRM in the loop, padding accounting, determinism, errors."""
+
+import math
+
+import pytest
+import torch
+
+from tdnotebooks.finetune import METHODS, FinetuneConfig, finetune, make_batching
+from tdnotebooks.padding import padding_stats
+
+
+@pytest.fixture(scope="module")
+def tiny_task(wordpiece):
+    from tdnotebooks.data import load_task
+    from tdnotebooks.tokendrop import prepare
+
+    rt = load_task("rt_sentiment")
+    train = prepare(rt["train"].shuffle(seed=0).select(range(96)), wordpiece, max_length=48)
+    dev = prepare(rt["dev"].select(range(32)), wordpiece, max_length=48)
+    return train, dev
+
+
+def tiny_model():
+    from tdnotebooks.models import load_pretrained
+
+    torch.manual_seed(0)
+    return load_pretrained(kind="classifier", num_layers=1)
+
+
+FAST = {"freeze_embeddings": True, "progress": False}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_covers_every_example_once_per_epoch(tiny_task, method):
+    train, _ = tiny_task
+    config = FinetuneConfig(method=method, base_batch_size=8, token_budget=512)
+    batching = make_batching(config, train, pad_token_id=0)
+    for epoch in range(3):
+        batching.set_epoch(epoch)
+        indices = [i for batch in batching.batch_sampler for i in batch]
+        assert sorted(indices) == list(range(len(train))), (method, epoch)
+        assert batching.num_batches(epoch) == len(list(batching.batch_sampler))
+
+
+def test_bucket_batches_grow_with_batchcap(tiny_task):
+    train, _ = tiny_task
+    batching = make_batching(FinetuneConfig(method="bucket", base_batch_size=4, token_budget=10_000), train, 0)
+    assert batching.num_batches(0) > batching.num_batches(1) > batching.num_batches(2)
+
+
+def test_finetune_records_lrm_and_padding_exactly(tiny_task):
+    train, dev = tiny_task
+    history = finetune(tiny_model(), train, dev, method="bucket", epochs=2, base_batch_size=8,
+                       token_budget=512, warmup_ratio=0.0, lr=1e-4, **FAST)
+    assert len(history.epochs) == 2 and all(0 <= e["dev_accuracy"] <= 1 for e in history.epochs)
+    # LRM: lr of each step = linear schedule value x sqrt(batch size / base batch size)
+    total = len(history.steps)
+    for s in history.steps:
+        scheduled = 1e-4 * (total - s["step"]) / total
+        assert s["lr"] == pytest.approx(scheduled * math.sqrt(s["batch_size"] / 8), rel=1e-6)
+    assert {s["batch_size"] for s in history.steps} != {8}  # variable batch sizes happened
+    # padding accounting agrees with padding_stats over the very batches of each epoch
+    batching = make_batching(FinetuneConfig(method="bucket", base_batch_size=8, token_budget=512), train, 0)
+    for epoch, record in enumerate(history.epochs):
+        batching.set_epoch(epoch)
+        expected = padding_stats(train["length"], list(batching.batch_sampler))
+        assert (record["real_tokens"], record["slot_tokens"]) == (expected.real_tokens, expected.slot_tokens)
+
+
+def test_random_method_has_no_lr_modulation_and_is_deterministic(tiny_task):
+    train, dev = tiny_task
+    runs = [finetune(tiny_model(), train, dev, method="random", epochs=1, base_batch_size=16, warmup_ratio=0.0,
+                     lr=1e-4, **FAST) for _ in range(2)]
+    assert [s["loss"] for s in runs[0].steps] == pytest.approx([s["loss"] for s in runs[1].steps], abs=1e-6)
+    assert runs[0].steps[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_tokendrop_bucket_trims_tokens_and_pads_least(tiny_task):
+    train, dev = tiny_task
+    common = {"epochs": 1, "base_batch_size": 8, "token_budget": 512, **FAST}
+    bucket = finetune(tiny_model(), train, dev, method="bucket", **common)
+    td = finetune(tiny_model(), train, dev, method="tokendrop_bucket", **common)
+    random = finetune(tiny_model(), train, dev, method="random", **common)
+    assert td.padding.real_tokens < bucket.padding.real_tokens == random.padding.real_tokens
+    assert td.padding.padding_fraction < bucket.padding.padding_fraction < random.padding.padding_fraction
+
+
+def test_gradient_accumulation_counts_examples_once_per_step(tiny_task):
+    train, dev = tiny_task
+    history = finetune(tiny_model(), train, dev, method="random", epochs=1, base_batch_size=16,
+                       grad_accum_steps=2, **FAST)
+    assert len(history.steps) == math.ceil(math.ceil(96 / 16) / 2)
+    assert [s["batch_size"] for s in history.steps] == [32, 32, 32]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"method": "sorted"}, "method='sorted' is not supported; allowed: random"),
+    ({"epochs": 0}, "epochs must be an int >= 1"),
+    ({"token_drop_rate": 1.5}, r"token_drop_rate must be in \[0, 1\]"),
+    ({"lr": 0}, "lr must be > 0"),
+    ({"method": "bucket", "token_drop_rate": 0.3}, "tokendrop_bucket"),
+    ({"warmup_ratio": 1.0}, r"warmup_ratio must be in \[0, 1\)"),
+])
+def test_bad_settings_raise_one_clear_error(bad, match):
+    with pytest.raises(ValueError, match=match):
+        FinetuneConfig(**bad)
