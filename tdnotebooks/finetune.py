@@ -220,6 +220,7 @@ def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfi
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     history = History(config=asdict(config))
     loader = batching.loader(train)
+    optimizer.zero_grad(set_to_none=True)  # gradients left over from earlier use must not leak into step 0
     step = 0
 
     for epoch in range(config.epochs):

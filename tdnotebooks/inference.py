@@ -89,7 +89,7 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
 
             if not isinstance(token_drop, TokenDrop):
                 raise ValueError("batching='bucketed_tokendrop' needs token_drop=TokenDrop(mode='to_length')")
-            collate = TokenDropBucketCollator(token_drop, pad_token_id)
+            collate = TokenDropBucketCollator(token_drop, pad_token_id, trim_to="reachable")
         else:
             collate = PadToBatchMax(pad_token_id)
     was_training = model.training

@@ -16,7 +16,7 @@ def tiny_task(wordpiece):
 
     rt = load_task("rt_sentiment")
     train = prepare(rt["train"].shuffle(seed=0).select(range(96)), wordpiece, max_length=48)
-    dev = prepare(rt["dev"].select(range(32)), wordpiece, max_length=48)
+    dev = prepare(rt["dev"].shuffle(seed=0).select(range(32)), wordpiece, max_length=48)
     return train, dev
 
 

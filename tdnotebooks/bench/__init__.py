@@ -1,0 +1,44 @@
+"""Benchmarks: ``python -m tdnotebooks.bench <command> [options]``.
+
+Each sub-command lives in its own module, listed in :data:`SUBCOMMANDS`, which exposes
+
+- ``HELP``: a one-line description for ``--help``;
+- ``add_arguments(parser)``: adds its options to its ``argparse`` sub-parser;
+- ``run(args) -> int``: runs it and returns the exit status. ``args.parser`` is the sub-parser, so
+  ``run`` can reject a bad combination of options with ``args.parser.error(message)`` (exit status 2).
+
+Adding a benchmark = one module with these three names + one line in :data:`SUBCOMMANDS`. Modules
+import torch and the models inside ``run``, so ``--help`` and argument errors come back at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+
+SUBCOMMANDS: dict[str, str] = {
+    "finetune": "tdnotebooks.bench.finetune",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per entry of :data:`SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(prog="python -m tdnotebooks.bench",
+                                     description="Benchmarks of tdnotebooks (ratios measured in one run).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run, parser=sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: the command line) and run the chosen sub-command."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
