@@ -1,0 +1,694 @@
+"""MLM pretraining from scratch on a bundled corpus: baseline, token dropping, random dropping, ScTD.
+
+One loop for four methods (``PretrainConfig.mode``), all on :class:`~tdnotebooks.token_dropping.TokenDroppingBert`
+(so every mode runs the MLM head at the masked positions only, as the official BERT code does):
+
+- ``"baseline"``: the full model (``drop=False``);
+- ``"token_drop"``: Hou et al. 2022, the middle layers see the most important tokens (importance table);
+- ``"random_drop"``: the same layers see a uniform random subset (Random-LTD style);
+- ``"sctd"``: token dropping + the ScTD objective (Eq. 4 of Zhong et al. 2023, :mod:`tdnotebooks.sctd`).
+
+Data: the corpus is tokenized with the bundled WordPiece, concatenated (documents separated by [SEP])
+and cut into blocks ``[CLS] + block_size - 2 tokens + [SEP]`` (no padding, [CLS] at position 0 for
+ScTD's KL). Masking as in BERT's data pipeline: 15% of each block's non-special tokens (rounded, at
+least one) are predicted; of those 80% become [MASK], 10% a random id, 10% stay.
+
+Reproducible and resumable by construction: the batch of step t is a pure function of
+(seed, t, rank): the sample order comes from a seeded permutation per epoch, the masks from a generator
+seeded with (seed, t, rank). A checkpoint (every ``checkpoint_every`` steps; written to a temporary
+folder, then renamed) holds the model with its importance table, optimizer, scheduler, gradient scaler,
+every rank's RNG states, the step, the data position and the history; ``resume=True`` continues from
+the newest one, and on CPU the resumed run's per-step losses equal the uninterrupted run's.
+
+Built on accelerate: the same code runs on CPU, one GPU (AMP through ``mixed_precision``) and several
+GPUs or CPU processes (``accelerate launch -m tdnotebooks.pretrain ...`` or ``torchrun``, DDP).
+``batch_size`` is per process. The importance table is all-reduced, so every rank drops alike.
+
+    >>> wrapper, history = pretrain(PretrainConfig(mode="sctd", steps=50, block_size=64))
+    >>> wrapper.mlm.save_pretrained("my-bert")          # a plain BertForMaskedLM
+    $ python -m tdnotebooks.pretrain --mode sctd --steps 50 --block-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .sctd import ScTDConfig, is_full_step, sctd_loss
+from .token_dropping import IGNORE_INDEX, TokenDroppingBert, TokenDroppingConfig
+
+MODES = ("baseline", "token_drop", "random_drop", "sctd")
+DEVICES = ("auto", "cpu", "cuda")
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+DEFAULT_BETA = {"token_drop": 0.995, "sctd": 0.95}  # Hou et al.'s and ScTD's official code
+CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PretrainConfig:
+    """All settings of a pretraining run (every field is also a CLI flag: ``--block-size 64``).
+
+    mode: "baseline", "token_drop", "random_drop" or "sctd".
+    steps: optimizer steps; batch_size: blocks per step and process; block_size: tokens per block.
+    lr, warmup (a fraction of steps), weight_decay, max_grad_norm: AdamW with linear warm-up and decay.
+    keep_fraction: tokens the dropped layers keep, in (0, 1] (drop fraction 1 - keep_fraction in [0, 1)).
+    start_layer, end_layer: dropped layers [start_layer, end_layer), 0-based; None = the paper's split.
+    beta: importance moving average; None = the mode's paper (token_drop: Hou 0.995, sctd: ScTD 0.95).
+    first_layer_full_kv: Hou's official variant of the first dropped layer (see token_dropping).
+    lam, fi, kl_target, kl_reduction, stop_gradient, full_mlm: ScTD (see :class:`~tdnotebooks.sctd.ScTDConfig`).
+    num_layers, hidden_size, num_heads, intermediate_size: the tiny BERT built when no model is given.
+    corpus, max_texts (first texts of the train split; None = all), mlm_probability: the data.
+    checkpoint_every (0 = never), checkpoint_dir, keep_checkpoints (newest kept; None = all), resume.
+    eval_every (0 = never; the last step is evaluated too), eval_blocks, eval_batch_size: dev MLM loss
+    of the full model (drop=False) on the first eval_blocks dev blocks, masked the same way every time.
+    device: "auto", "cpu" or "cuda"; mixed_precision: "auto" (bf16 or fp16 on CUDA, none on CPU), "no",
+    "bf16", "fp16" (CUDA only). output_dir: save the final model, tokenizer and history there.
+    """
+
+    mode: str = "baseline"
+    steps: int = 200
+    batch_size: int = 32
+    block_size: int = 64
+    lr: float = 5e-4
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    keep_fraction: float = 0.5
+    start_layer: int | None = None
+    end_layer: int | None = None
+    beta: float | None = None
+    first_layer_full_kv: bool = False
+    lam: float = 0.05
+    fi: int = 10
+    kl_target: str = "cls_hidden_softmax"
+    kl_reduction: str = "sum"
+    stop_gradient: bool = False
+    full_mlm: bool = True
+    num_layers: int = 4
+    hidden_size: int = 128
+    num_heads: int = 4
+    intermediate_size: int = 512
+    corpus: str = "shakespeare"
+    max_texts: int | None = None
+    mlm_probability: float = 0.15
+    seed: int = 0
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int | None = 2
+    resume: bool = False
+    eval_every: int = 50
+    eval_blocks: int = 64
+    eval_batch_size: int = 32
+    device: str = "auto"
+    mixed_precision: str = "auto"
+    progress: bool = True
+    output_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name, low in (("steps", 1), ("batch_size", 1), ("block_size", 8), ("seed", 0), ("checkpoint_every", 0),
+                          ("eval_every", 0), ("eval_blocks", 1), ("eval_batch_size", 1)):
+            _check_int(name, getattr(self, name), low)
+        for name in ("max_texts", "keep_checkpoints"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        _check_number("lr", self.lr, low=0.0, low_open=True)
+        _check_number("warmup", self.warmup, low=0.0, high=1.0, high_open=True)
+        _check_number("weight_decay", self.weight_decay, low=0.0)
+        if self.max_grad_norm is not None:
+            _check_number("max_grad_norm", self.max_grad_norm, low=0.0, low_open=True)
+        _check_number("mlm_probability", self.mlm_probability, low=0.0, high=1.0, low_open=True, high_open=True)
+        for name in ("start_layer", "end_layer"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 0)
+        if self.start_layer is not None and self.end_layer is not None and self.start_layer >= self.end_layer:
+            raise ValueError(f"start_layer must be < end_layer (dropped layers [start_layer, end_layer)), got "
+                             f"start_layer={self.start_layer}, end_layer={self.end_layer}")
+        self.token_dropping_config()                    # keep_fraction, beta: one clear error each
+        self.sctd_config()                              # lam, fi, kl_target, kl_reduction
+        if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
+            raise ValueError("checkpoint_dir must be set when checkpoint_every > 0 or resume=True")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, "
+                             f"got {self.mixed_precision!r}")
+        if self.mixed_precision == "fp16" and self.resolved_device() == "cpu":
+            raise ValueError("mixed_precision='fp16' needs a CUDA GPU; on CPU use 'no' or 'bf16'")
+
+    def resolved_device(self) -> str:
+        """"cpu" or "cuda"."""
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def resolved_mixed_precision(self) -> str:
+        """"auto" -> bf16 on GPUs that support it, else fp16 on CUDA; "no" on CPU."""
+        if self.mixed_precision != "auto":
+            return self.mixed_precision
+        if self.resolved_device() != "cuda":
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+    def token_dropping_config(self) -> TokenDroppingConfig:
+        """The :class:`TokenDroppingConfig` of this run (random selection in mode "random_drop")."""
+        beta = self.beta if self.beta is not None else DEFAULT_BETA.get(self.mode, 0.995)
+        return TokenDroppingConfig(keep_fraction=self.keep_fraction, start_layer=self.start_layer,
+                                   end_layer=self.end_layer, beta=beta,
+                                   selection="random" if self.mode == "random_drop" else "importance",
+                                   first_layer_full_kv=self.first_layer_full_kv)
+
+    def sctd_config(self) -> ScTDConfig:
+        """The :class:`ScTDConfig` of this run (used in mode "sctd")."""
+        return ScTDConfig(lam=self.lam, fi=self.fi, kl_target=self.kl_target, reduction=self.kl_reduction,
+                          stop_gradient=self.stop_gradient, full_mlm=self.full_mlm)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
+                  low_open: bool = False, high_open: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        bounds = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data: packed blocks, deterministic order and masking
+# ----------------------------------------------------------------------------------------------------------
+
+_BLOCK_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def pack_blocks(texts: list[str], tokenizer: Any, block_size: int, max_blocks: int | None = None) -> torch.Tensor:
+    """(N, block_size) long tensor: the texts' tokens, documents separated by [SEP], cut into blocks
+    ``[CLS] + block_size - 2 tokens + [SEP]``; the incomplete tail is dropped. Stops after max_blocks."""
+    body = block_size - 2
+    stream: list[int] = []
+    blocks: list[list[int]] = []
+    for start in range(0, len(texts), 512):
+        chunk = texts[start:start + 512]
+        # Not backend_tokenizer.encode_batch: a tokenizer.json may switch on padding and truncation there.
+        encoded = tokenizer(chunk, add_special_tokens=False, truncation=False, padding=False, verbose=False)
+        for ids in encoded["input_ids"]:
+            stream.extend(ids)
+            stream.append(tokenizer.sep_token_id)
+        while len(stream) >= body:
+            blocks.append([tokenizer.cls_token_id, *stream[:body], tokenizer.sep_token_id])
+            del stream[:body]
+        if max_blocks is not None and len(blocks) >= max_blocks:
+            blocks = blocks[:max_blocks]
+            break
+    if not blocks:
+        raise ValueError(f"the texts hold fewer than block_size - 2 = {body} tokens: no block can be made")
+    return torch.tensor(blocks, dtype=torch.long)
+
+
+def corpus_blocks(corpus: str, split: str, tokenizer: Any, block_size: int, max_texts: int | None = None,
+                  max_blocks: int | None = None) -> torch.Tensor:
+    """Packed blocks of a corpus split (see :func:`pack_blocks`), cached in memory per settings."""
+    key = (corpus, split, getattr(tokenizer, "name_or_path", id(tokenizer)), len(tokenizer), block_size,
+           max_texts, max_blocks)
+    if key not in _BLOCK_CACHE:
+        from .data import load_corpus
+
+        data = load_corpus(corpus)
+        if split not in data:
+            raise ValueError(f"corpus {corpus!r} has no split {split!r} (it has {', '.join(data)})")
+        rows = data[split] if max_texts is None else data[split].select(range(min(max_texts, len(data[split]))))
+        _BLOCK_CACHE[key] = pack_blocks(rows[:]["text"], tokenizer, block_size, max_blocks)
+    return _BLOCK_CACHE[key]
+
+
+def _seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (seed, step, rank, stream)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def sample_indices(position: int, count: int, num_blocks: int, seed: int) -> torch.Tensor:
+    """Blocks at stream positions [position, position + count): epoch e = p // num_blocks visits the
+    blocks in a permutation seeded by (seed, e), so a position alone says which block comes next."""
+    out = []
+    for p in range(position, position + count):
+        epoch, offset = divmod(p, num_blocks)
+        out.append(_epoch_order(seed, epoch, num_blocks)[offset])
+    return torch.stack(out)
+
+
+_ORDER_CACHE: dict[tuple[int, int, int], torch.Tensor] = {}
+
+
+def _epoch_order(seed: int, epoch: int, num_blocks: int) -> torch.Tensor:
+    key = (seed, epoch, num_blocks)
+    if key not in _ORDER_CACHE:
+        if len(_ORDER_CACHE) > 8:
+            _ORDER_CACHE.clear()
+        _ORDER_CACHE[key] = torch.randperm(num_blocks, generator=torch.Generator().manual_seed(_seed(seed, epoch)))
+    return _ORDER_CACHE[key]
+
+
+def mask_tokens(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int, special_ids: Any,
+                generator: torch.Generator, probability: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: per row, round(probability * non-special tokens) positions (at least 1) are predicted;
+    80% of them become [MASK], 10% a random id, 10% stay. Returns (inputs, labels with -100 elsewhere)."""
+    special = torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=input_ids.dtype))
+    maskable = ~special
+    counts = torch.clamp(torch.round(maskable.sum(1) * probability), min=1).long()
+    counts = torch.minimum(counts, maskable.sum(1))
+    scores = torch.rand(input_ids.shape, generator=generator).masked_fill(special, 2.0)
+    rank = scores.argsort(dim=1).argsort(dim=1)
+    chosen = maskable & (rank < counts[:, None])
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    action = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator, dtype=input_ids.dtype)
+    inputs = torch.where(chosen & (action < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    inputs = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The objective of one step, as one module (one forward per backward, as DDP wants)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class PretrainObjective(nn.Module):
+    """The loss of one step in ``mode``; both ScTD passes run inside one ``forward``.
+
+    Returns (loss, terms: dict of scalar tensors for logging, the pass that feeds the importance table).
+    """
+
+    def __init__(self, td: TokenDroppingBert, mode: str, sctd: ScTDConfig | None = None) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.td, self.mode, self.sctd = td, mode, sctd if sctd is not None else ScTDConfig()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, step: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict, Any]:
+        if self.mode == "sctd":
+            out = sctd_loss(self.td, input_ids, attention_mask, labels, step, self.sctd)
+            terms = {"mlm_dropped": out.mlm_dropped, "mlm_full": out.mlm_full, "kl_global": out.kl_global,
+                     "kl_local": out.kl_local}
+            return out.total, {k: v for k, v in terms.items() if v is not None}, out.dropped
+        drop = self.mode != "baseline"
+        out = self.td(input_ids, attention_mask, labels=labels, drop=drop, generator=generator)
+        return out.loss, {"mlm_dropped" if drop else "mlm_full": out.loss}, out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# History
+# ----------------------------------------------------------------------------------------------------------
+
+TERMS = ("mlm_dropped", "mlm_full", "kl_global", "kl_local")
+
+
+@dataclass
+class History:
+    """Per-step records (``pandas.DataFrame(history.steps)``) and periodic dev evaluations.
+
+    steps: step, loss, mlm_dropped, mlm_full, kl_global, kl_local (None where a term is absent),
+    is_full_step (ScTD's full pass ran), lr, seconds (the model's step: forward, backward, optimizer,
+    importance update; not the data preparation), tokens_per_second (block tokens of all processes / seconds).
+    evals: step (after which it ran), dev_mlm_loss (full model). resumed_from: the step a resumed run
+    continued from (None if it started fresh).
+    """
+
+    config: dict
+    steps: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None
+
+    @property
+    def losses(self) -> list[float]:
+        return [s["loss"] for s in self.steps]
+
+    @property
+    def dev_losses(self) -> list[float]:
+        return [e["dev_mlm_loss"] for e in self.evals]
+
+    @property
+    def train_seconds(self) -> float:
+        return float(sum(s["seconds"] for s in self.steps))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(checkpoint_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints ``step-NNNNNN`` in checkpoint_dir as (step, folder), oldest first."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = CHECKPOINT_RE.match(path.name)
+        if match and (path / "state.pt").is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
+    found = list_checkpoints(checkpoint_dir)
+    return found[-1][1] if found else None
+
+
+def _rng_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, cached),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# Settings a resumed run must share with its checkpoint (others, like steps or eval_every, may change).
+RESUME_MUST_MATCH = ("mode", "batch_size", "block_size", "lr", "warmup", "weight_decay", "keep_fraction",
+                     "start_layer", "end_layer", "beta", "first_layer_full_kv", "lam", "fi", "kl_target",
+                     "kl_reduction", "stop_gradient", "full_mlm", "corpus", "max_texts", "mlm_probability", "seed")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _accelerator(config: PretrainConfig) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or (torch.distributed.is_available()
+                                                              and torch.distributed.is_initialized())
+    if not launched:
+        # One process (a notebook): accelerate's state is a process-wide singleton that refuses other settings
+        # on a second call (e.g. device="cpu" after a CUDA run); start it afresh.
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=config.resolved_device() == "cpu", mixed_precision=config.resolved_mixed_precision())
+
+
+def _build_model(config: PretrainConfig, model: Any, tokenizer: Any) -> Any:
+    from transformers import AutoModelForMaskedLM, BertForMaskedLM, PretrainedConfig
+
+    from .models import tiny_bert
+
+    if model is None:
+        model = BertForMaskedLM(tiny_bert(num_layers=config.num_layers, hidden_size=config.hidden_size,
+                                          num_heads=config.num_heads, intermediate_size=config.intermediate_size,
+                                          max_position_embeddings=max(128, config.block_size),
+                                          tokenizer=tokenizer))
+    elif isinstance(model, PretrainedConfig):
+        model = AutoModelForMaskedLM.from_config(model)
+    return model
+
+
+def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer: Any = None, *,
+             stop_after: int | None = None, **overrides: Any) -> tuple[TokenDroppingBert, History]:
+    """Pretrain ``model`` (a BertForMaskedLM-style model, a model config, or None: a tiny BERT from the
+    config) with masked language modelling in ``config.mode``; returns (wrapper, history).
+
+    ``wrapper.mlm`` is the trained Hugging Face model (plain, ``save_pretrained`` works); the wrapper holds
+    the importance table. A model passed in is trained in place (with resume=True its weights are replaced
+    by the checkpoint's). Keyword overrides replace config fields (``pretrain(cfg, mode="sctd")``).
+    stop_after: return after this many steps in total, as if the run were killed there (no final
+    checkpoint or evaluation; the LR schedule still spans ``config.steps``); for resume demos and tests.
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from .models import load_tokenizer
+    from .runtime import seed_everything
+
+    config = PretrainConfig(**{**asdict(config or PretrainConfig()), **overrides})
+    if stop_after is not None:
+        _check_int("stop_after", stop_after, 1)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    seed_everything(config.seed)
+    mlm = _build_model(config, model, tokenizer)
+    td = TokenDroppingBert(mlm, config.token_dropping_config(), special_token_ids=tokenizer.all_special_ids,
+                           pad_token_id=tokenizer.pad_token_id)     # bad layout / layer range: clear errors
+    max_positions = getattr(mlm.config, "max_position_embeddings", None)
+    if max_positions is not None and config.block_size > max_positions:
+        raise ValueError(f"block_size must be <= the model's max_position_embeddings ({max_positions}), "
+                         f"got {config.block_size}")
+    if mlm.config.vocab_size < len(tokenizer):
+        raise ValueError(f"the model's vocab_size ({mlm.config.vocab_size}) is smaller than the tokenizer's "
+                         f"({len(tokenizer)})")
+
+    accelerator = _accelerator(config)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    train_blocks = corpus_blocks(config.corpus, "train", tokenizer, config.block_size, config.max_texts)
+    special_ids = tokenizer.all_special_ids
+    if config.eval_every:                       # the same dev blocks, masked the same way, at every evaluation
+        dev_blocks = corpus_blocks(config.corpus, "dev", tokenizer, config.block_size,
+                                   max_blocks=config.eval_blocks)
+        dev_inputs, dev_labels = mask_tokens(dev_blocks, tokenizer.mask_token_id, len(tokenizer), special_ids,
+                                             torch.Generator().manual_seed(_seed(config.seed, 2**31)),
+                                             config.mlm_probability)
+
+    decay = [p for n, p in td.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in td.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, eps=1e-6)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup * config.steps), config.steps)
+    objective = PretrainObjective(td, config.mode, config.sctd_config())
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    device = accelerator.device
+
+    history = History(config=asdict(config))
+    step, position = 0, 0
+    source = latest_checkpoint(config.checkpoint_dir) if config.resume else None
+    if source is not None:
+        step, position, history = _load_checkpoint(source, config, td, optimizer, scheduler, accelerator)
+
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    updates_importance = config.mode in ("token_drop", "sctd")
+    bar = tqdm(total=config.steps, initial=step, desc=config.mode,
+               disable=not (config.progress and accelerator.is_main_process), leave=False)
+    objective.train()
+    while step < end:
+        rows = sample_indices(position + rank * config.batch_size, config.batch_size, len(train_blocks),
+                              config.seed)
+        inputs, labels = mask_tokens(train_blocks[rows], tokenizer.mask_token_id, len(tokenizer), special_ids,
+                                     torch.Generator().manual_seed(_seed(config.seed, step, rank, 0)),
+                                     config.mlm_probability)
+        inputs, labels = inputs.to(device), labels.to(device)
+        drop_generator = torch.Generator(device=device).manual_seed(_seed(config.seed, step, rank, 1))
+        _synchronize(device)
+        start = time.perf_counter()
+        loss, terms, out = objective(inputs, torch.ones_like(inputs), labels, step, drop_generator)
+        accelerator.backward(loss)
+        if config.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        if not accelerator.optimizer_step_was_skipped:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if updates_importance:
+            td.update_importance(out)                   # a collective under DDP: every rank calls it
+        values = _log_values(accelerator, loss, terms)
+        _synchronize(device)
+        seconds = time.perf_counter() - start
+        full_step = config.mode == "sctd" and is_full_step(step, config.fi)
+        history.steps.append({"step": step, **values, "is_full_step": full_step, "lr": lr, "seconds": seconds,
+                              "tokens_per_second": world * config.batch_size * config.block_size / seconds})
+        step, position = step + 1, position + world * config.batch_size
+        bar.update(1)
+        bar.set_postfix(loss=f"{values['loss']:.3f}")
+        last = step == config.steps
+        if config.eval_every and (step % config.eval_every == 0 or last):
+            dev_loss = evaluate(td, dev_inputs, dev_labels, config.eval_batch_size, accelerator)
+            history.evals.append({"step": step, "dev_mlm_loss": dev_loss})
+            objective.train()
+        if config.checkpoint_every and (step % config.checkpoint_every == 0 or last):
+            _save_checkpoint(config, step, position, td, optimizer, scheduler, history, accelerator)
+    bar.close()
+
+    if config.output_dir and step == config.steps and accelerator.is_main_process:
+        out_dir = Path(config.output_dir)
+        td.mlm.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        import json
+
+        (out_dir / "history.json").write_text(json.dumps(history.as_dict(), indent=1))
+    accelerator.wait_for_everyone()
+    return td, history
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _log_values(accelerator: Any, loss: torch.Tensor, terms: dict) -> dict:
+    """Loss and terms as floats (None where absent), averaged over processes."""
+    names = ("loss", *TERMS)
+    vector = torch.tensor([float("nan")] * len(names), device=loss.device)
+    for i, name in enumerate(names):
+        value = loss if name == "loss" else terms.get(name)
+        if value is not None:
+            vector[i] = value.detach().float()
+    if accelerator.num_processes > 1:
+        vector = accelerator.reduce(vector, reduction="mean")
+    return {name: None if math.isnan(v) else v for name, v in zip(names, vector.tolist(), strict=True)}
+
+
+@torch.no_grad()
+def evaluate(td: TokenDroppingBert, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 32,
+             accelerator: Any = None) -> float:
+    """Dev MLM loss of the full model (drop=False): mean cross-entropy over all masked positions."""
+    was_training = td.training
+    td.eval()
+    device = next(td.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(inputs), batch_size):
+        ids, lab = inputs[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
+        context = accelerator.autocast() if accelerator is not None else torch.autocast(device.type, enabled=False)
+        with context:
+            out = td(ids, torch.ones_like(ids), labels=lab, drop=False)
+        total += float(out.per_prediction_loss.float().sum())
+        count += out.per_prediction_loss.numel()
+    td.train(was_training)
+    return total / max(count, 1)
+
+
+def _save_checkpoint(config: PretrainConfig, step: int, position: int, td: TokenDroppingBert, optimizer: Any,
+                     scheduler: Any, history: History, accelerator: Any) -> Path:
+    """Write checkpoint_dir/step-NNNNNN atomically: a temporary folder, renamed once every rank wrote."""
+    root = Path(config.checkpoint_dir)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    torch.save(_rng_state(), tmp / f"rng-rank{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        scaler = getattr(accelerator, "scaler", None)
+        torch.save({"step": step, "position": position, "model": td.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "history": history.as_dict(), "config": asdict(config),
+                    "world_size": accelerator.num_processes}, tmp / "state.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if config.keep_checkpoints is not None:
+            for _, old in list_checkpoints(root)[:-config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _load_checkpoint(path: Path, config: PretrainConfig, td: TokenDroppingBert, optimizer: Any, scheduler: Any,
+                     accelerator: Any) -> tuple[int, int, History]:
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    saved = state["config"]
+    differs = [f"{k}: checkpoint {saved.get(k)!r}, now {getattr(config, k)!r}" for k in RESUME_MUST_MATCH
+               if saved.get(k) != getattr(config, k)]
+    if differs:
+        raise ValueError(f"cannot resume from {path}: settings differ ({'; '.join(differs)})")
+    td.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    rng_file = path / f"rng-rank{accelerator.process_index}.pt"
+    if rng_file.is_file() and state.get("world_size") == accelerator.num_processes:
+        _set_rng_state(torch.load(rng_file, weights_only=True))
+    else:                                       # another number of processes: fresh, but seeded, streams
+        torch.manual_seed(_seed(config.seed, state["step"], accelerator.process_index, 2))
+    saved_history = state["history"]
+    history = History(config=asdict(config), steps=saved_history["steps"], evals=saved_history["evals"],
+                      resumed_from=state["step"])
+    return state["step"], state["position"], history
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tdnotebooks.pretrain",
+                                     description="MLM pretraining: baseline, token_drop, random_drop or sctd.")
+    scalar = {"int": int, "float": float, "str": str}
+    for f in fields(PretrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        names = [flag, "--lambda"] if f.name == "lam" else [flag]
+        kind = str(f.type).replace(" ", "")
+        if kind == "bool":
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default)
+            continue
+        base, optional = kind.split("|")[0], kind.endswith("|None")
+        convert = scalar[base]
+        if optional:
+            convert = (lambda c: lambda s: None if s.lower() == "none" else c(s))(convert)
+        choices = {"mode": MODES, "device": DEVICES, "mixed_precision": MIXED_PRECISIONS}.get(f.name)
+        parser.add_argument(*names, dest=f.name, type=convert, default=f.default, choices=choices,
+                            help=f"default: {f.default}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> History:
+    """CLI entry point: ``python -m tdnotebooks.pretrain --mode sctd --steps 50`` (any config field)."""
+    args = _parser().parse_args(argv)
+    config = PretrainConfig(**vars(args))
+    _, history = pretrain(config)
+    if history.steps and int(os.environ.get("RANK", "0")) == 0:       # one summary line, not one per process
+        last = history.steps[-1]
+        speed = float(np.mean([s["tokens_per_second"] for s in history.steps]))
+        dev = f", dev MLM loss {history.evals[-1]['dev_mlm_loss']:.4f}" if history.evals else ""
+        print(f"{config.mode}: {len(history.steps)} steps, last loss {last['loss']:.4f}{dev}, "
+              f"{speed:,.0f} tokens/s, {history.train_seconds:.1f} s")
+    return history
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""ScTD: semantic-consistent token dropping (Zhong et al. 2023, "Revisiting Token Dropping Strategy in
+Efficient BERT Pretraining").
+
+Token dropping (Hou et al. 2022, :mod:`tdnotebooks.token_dropping`) lets the middle layers skip the
+"unimportant" tokens, and the sentence representation drifts away from the one the full model would
+build. ScTD uses the full model as its own teacher, every ``Fi``-th step (Eq. 4)::
+
+    t mod Fi == 0:   L = 1/2 MLM* + 1/2 MLM + lambda * (KL_g + KL_l)
+    otherwise:       L = MLM*
+
+MLM* is the MLM loss of the token-dropped pass, MLM the loss of the full pass (``drop=False``) of the
+same model on the same batch, and (Eq. 2, 3)::
+
+    KL_g = KL( p(X_l)     || p(X~_l) )       last layer                       (full || dropped)
+    KL_l = KL( p(X_{l-1}) || p(X~_{l-1}) )   output of the last dropped layer (``drop_end_hidden_state``)
+
+Defaults follow the paper: lambda = 0.05, Fi = 10 (Table 5). What p(X) is, the paper does not say; the
+options (``ScTDConfig.kl_target``):
+
+- ``"cls_hidden_softmax"`` (default, the official code): a softmax over the hidden dimension of the
+  [CLS] vector (position 0), one distribution per sequence;
+- ``"mean_pooled"``: the same softmax over the mean of the real tokens' hidden vectors (in the official
+  code but unused there); at the local layer the dropped tokens enter the mean with the layer start-1
+  output they carry past the dropped layers;
+- ``"mlm_vocab"``: the MLM vocabulary distribution at each masked position; for KL_l the MLM head is
+  applied to the output of the last dropped layer (a "logit lens").
+
+Reduction ``"sum"`` (default, official: summed over the batch) or ``"batchmean"`` (divided by the number
+of distributions: sequences, or masked positions for ``"mlm_vocab"``). ``stop_gradient=True`` detaches
+the teacher distribution (the official code does not: gradients flow into both passes).
+
+Differences from the official code, on purpose: this module implements Eq. 4 as written. The official
+code computes its "full-model" MLM term from the dropped pass, so the full-model MLM loss never enters
+and what it optimises is MLM* + lambda (KL_g + KL_l); ``full_mlm=False`` reproduces that objective.
+Here MLM losses are means over the masked positions (the official code divides by all tokens), and t
+counts optimizer steps (the official code tests t mod Fi per micro-batch).
+
+    >>> td = TokenDroppingBert(mlm, TokenDroppingConfig(keep_fraction=0.5), tok.all_special_ids)
+    >>> out = sctd_loss(td, input_ids, attention_mask, labels, step=t)   # ScTDConfig() defaults
+    >>> out.total.backward(); optimizer.step(); td.update_importance(out.dropped)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from .token_dropping import TokenDroppingBert, TokenDroppingOutput
+
+KL_TARGETS = ("cls_hidden_softmax", "mean_pooled", "mlm_vocab")
+REDUCTIONS = ("sum", "batchmean")
+
+
+@dataclass
+class ScTDConfig:
+    """Settings of the ScTD objective (Eq. 4); defaults of the paper and its official code.
+
+    lam: lambda, weight of KL_g + KL_l, >= 0 (paper: 0.05; Fig. 7 tries 0 to 0.5).
+    fi: the fixed interval Fi, an int >= 1: the full pass runs at steps t with t mod Fi == 0 (paper: 10;
+        Table 5: 5, 10, 20, 50). Fi = 1 runs it at every step.
+    kl_target: what p(X) is: "cls_hidden_softmax" (official), "mean_pooled" or "mlm_vocab".
+    reduction: "sum" over the distributions (official) or "batchmean" (their mean).
+    stop_gradient: detach the full pass's distributions (the teacher); official: False.
+    full_mlm: add 1/2 MLM of the full pass as Eq. 4 says (True); False gives the objective the official
+        code optimises, MLM* + lambda (KL_g + KL_l).
+    """
+
+    lam: float = 0.05
+    fi: int = 10
+    kl_target: str = "cls_hidden_softmax"
+    reduction: str = "sum"
+    stop_gradient: bool = False
+    full_mlm: bool = True
+
+    def __post_init__(self) -> None:
+        lam = self.lam
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"lam (lambda, the KL weight) must be a finite number >= 0 (paper: 0.05), got {lam!r}")
+        self.lam = float(lam)
+        if isinstance(self.fi, bool) or not isinstance(self.fi, int) or self.fi < 1:
+            raise ValueError(f"fi (the interval Fi) must be an int >= 1 (paper: 10), got {self.fi!r}")
+        if self.kl_target not in KL_TARGETS:
+            raise ValueError(f"kl_target must be one of {', '.join(KL_TARGETS)}, got {self.kl_target!r}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        for name in ("stop_gradient", "full_mlm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def is_full_step(step: int, fi: int) -> bool:
+    """Eq. 4's switch: the full pass and the KL terms run at steps t with t mod Fi == 0 (t = 0, Fi, 2 Fi...)."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    if isinstance(fi, bool) or not isinstance(fi, int) or fi < 1:
+        raise ValueError(f"fi (the interval Fi) must be an int >= 1 (paper: 10), got {fi!r}")
+    return step % fi == 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# p(X) and the KL divergence (Eq. 2, 3)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def kl_from_scores(teacher: torch.Tensor, student: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """KL( softmax(teacher) || softmax(student) ), softmax over the last dimension.
+
+    teacher, student: (R, D) scores, one distribution per row. "sum" adds the R divergences, "batchmean"
+    averages them (0 when R = 0). Computed in float32.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    if teacher.shape != student.shape:
+        raise ValueError(f"teacher {tuple(teacher.shape)} and student {tuple(student.shape)} scores must have "
+                         "the same shape")
+    log_p = F.log_softmax(teacher.float(), dim=-1)
+    log_q = F.log_softmax(student.float(), dim=-1)
+    kl = F.kl_div(log_q, log_p, reduction="sum", log_target=True)      # sum p (log p - log q)
+    rows = max(teacher.numel() // max(teacher.size(-1), 1), 1)
+    return kl / rows if reduction == "batchmean" else kl
+
+
+def semantic_scores(hidden: torch.Tensor, kl_target: str, attention_mask: torch.Tensor | None = None,
+                    masked_positions: torch.Tensor | None = None,
+                    mlm_head: torch.nn.Module | None = None) -> torch.Tensor:
+    """The scores whose softmax is p(X), from hidden states ``hidden`` (B, T, H).
+
+    "cls_hidden_softmax": hidden[:, 0] (B, H). "mean_pooled": the mean over real tokens (attention_mask)
+    (B, H). "mlm_vocab": mlm_head(hidden at masked_positions (N, 2)) (N, V).
+    """
+    if kl_target == "cls_hidden_softmax":
+        return hidden[:, 0]
+    if kl_target == "mean_pooled":
+        if attention_mask is None:
+            return hidden.mean(dim=1)
+        weights = attention_mask.to(hidden.dtype)[..., None]
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
+    if kl_target == "mlm_vocab":
+        if masked_positions is None or mlm_head is None:
+            raise ValueError("kl_target='mlm_vocab' needs masked_positions and mlm_head (run forward with labels)")
+        return mlm_head(hidden[masked_positions[:, 0], masked_positions[:, 1]])
+    raise ValueError(f"kl_target must be one of {', '.join(KL_TARGETS)}, got {kl_target!r}")
+
+
+def semantic_kl(full: TokenDroppingOutput, dropped: TokenDroppingOutput, config: ScTDConfig,
+                attention_mask: torch.Tensor | None = None,
+                mlm_head: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(KL_g, KL_l) of Eq. 2 and 3: full pass = teacher p, dropped pass = student q."""
+    pairs = []
+    for layer in ("global", "local"):
+        scores = []
+        for out in (full, dropped):
+            if config.kl_target == "mlm_vocab" and layer == "global":
+                scores.append(out.logits)                  # the head already ran at the masked positions
+            else:
+                hidden = out.last_hidden_state if layer == "global" else out.drop_end_hidden_state
+                scores.append(semantic_scores(hidden, config.kl_target, attention_mask, out.masked_positions,
+                                              mlm_head))
+        teacher, student = scores
+        if config.stop_gradient:
+            teacher = teacher.detach()
+        pairs.append(kl_from_scores(teacher, student, config.reduction))
+    return pairs[0], pairs[1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The objective (Eq. 4)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScTDOutput:
+    """Every term of one ScTD step (the optional ones are None when ``is_full_step`` is False).
+
+    total: the loss to minimise (Eq. 4). mlm_dropped: MLM* (token-dropped pass). mlm_full: MLM (full pass;
+    reported even when ``full_mlm=False`` leaves it out of the total). kl_global, kl_local: Eq. 2, 3.
+    dropped / full: the two passes (feed ``dropped`` to ``update_importance``).
+    """
+
+    total: torch.Tensor
+    mlm_dropped: torch.Tensor
+    mlm_full: torch.Tensor | None
+    kl_global: torch.Tensor | None
+    kl_local: torch.Tensor | None
+    is_full_step: bool
+    dropped: TokenDroppingOutput
+    full: TokenDroppingOutput | None = None
+
+    def terms(self) -> dict[str, float | bool | None]:
+        """The terms as Python floats (None where absent), for logging."""
+        def value(t: torch.Tensor | None) -> float | None:
+            return None if t is None else float(t.detach())
+
+        return {"loss": value(self.total), "mlm_dropped": value(self.mlm_dropped),
+                "mlm_full": value(self.mlm_full), "kl_global": value(self.kl_global),
+                "kl_local": value(self.kl_local), "is_full_step": self.is_full_step}
+
+
+def sctd_loss(model: TokenDroppingBert, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+              labels: torch.Tensor, step: int, config: ScTDConfig | None = None,
+              token_type_ids: torch.Tensor | None = None,
+              generator: torch.Generator | None = None) -> ScTDOutput:
+    """The ScTD loss of one batch at training step ``step`` (Eq. 4).
+
+    Always runs the token-dropped pass (MLM*). When step mod Fi == 0 it also runs the full pass of the same
+    model on the same batch and returns 1/2 MLM* + 1/2 MLM + lambda (KL_g + KL_l) (with ``full_mlm=False``:
+    MLM* + lambda (KL_g + KL_l), the official code's objective). In training mode the two passes draw
+    different dropout masks, as in the official code.
+    """
+    config = config if config is not None else ScTDConfig()
+    if labels is None:
+        raise ValueError("labels are required: ScTD is an MLM objective (-100 at positions not masked)")
+    full_step = is_full_step(step, config.fi)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    dropped = model(input_ids, attention_mask, labels=labels, token_type_ids=token_type_ids, drop=True,
+                    generator=generator)
+    if not full_step:
+        return ScTDOutput(total=dropped.loss, mlm_dropped=dropped.loss, mlm_full=None, kl_global=None,
+                          kl_local=None, is_full_step=False, dropped=dropped)
+
+    needs_grad = config.full_mlm or not config.stop_gradient         # else the full pass is a pure teacher
+    with torch.set_grad_enabled(torch.is_grad_enabled() and needs_grad):
+        full = model(input_ids, attention_mask, labels=labels, token_type_ids=token_type_ids, drop=False)
+    kl_global, kl_local = semantic_kl(full, dropped, config, attention_mask, model.mlm_head)
+    kl = config.lam * (kl_global + kl_local)
+    if config.full_mlm:
+        total = 0.5 * dropped.loss + 0.5 * full.loss + kl
+    else:
+        total = dropped.loss + kl
+    return ScTDOutput(total=total, mlm_dropped=dropped.loss, mlm_full=full.loss, kl_global=kl_global,
+                      kl_local=kl_local, is_full_step=True, dropped=dropped, full=full)
+
+
+__all__ = ["KL_TARGETS", "REDUCTIONS", "ScTDConfig", "ScTDOutput", "is_full_step", "kl_from_scores",
+           "sctd_loss", "semantic_kl", "semantic_scores"]

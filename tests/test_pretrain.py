@@ -1,0 +1,286 @@
+"""MLM pretraining: every mode trains, data and masking are deterministic, checkpoints resume exactly
+(CPU), a killed run loses at most checkpoint_every steps, and every bad setting raises one clear error."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tdnotebooks.pretrain import (
+    MODES,
+    PretrainConfig,
+    latest_checkpoint,
+    list_checkpoints,
+    main,
+    mask_tokens,
+    pack_blocks,
+    pretrain,
+    sample_indices,
+)
+
+SMALL = dict(steps=6, batch_size=4, block_size=32, num_layers=4, hidden_size=32, num_heads=2, intermediate_size=64,
+             max_texts=200, eval_every=3, eval_blocks=8, eval_batch_size=8, fi=2, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: with several threads on a busy machine every op waits on the others (40x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(wordpiece, stop_after=None, **settings):
+    return pretrain(PretrainConfig(**{**SMALL, **settings}), tokenizer=wordpiece, stop_after=stop_after)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_pack_blocks_cls_body_sep(wordpiece):
+    tok = wordpiece
+    blocks = pack_blocks(["to be or not to be", "that is the question"] * 3, tok, block_size=8)
+    stream = []
+    for text in ["to be or not to be", "that is the question"] * 3:
+        stream += [*tok(text, add_special_tokens=False)["input_ids"], tok.sep_token_id]
+    assert blocks.shape == (len(stream) // 6, 8)
+    assert (blocks[:, 0] == tok.cls_token_id).all() and (blocks[:, -1] == tok.sep_token_id).all()
+    assert blocks[:, 1:-1].reshape(-1).tolist() == stream[:blocks.shape[0] * 6]
+    assert tok.pad_token_id not in blocks.tolist()
+    with pytest.raises(ValueError, match="fewer than block_size - 2"):
+        pack_blocks(["hi"], tok, block_size=64)
+
+
+def test_masking_counts_specials_and_80_10_10(wordpiece):
+    tok = wordpiece
+    ids = torch.randint(2000, 6000, (400, 34), generator=torch.Generator().manual_seed(0))
+    ids[:, 0], ids[:, -1], ids[:, 17] = tok.cls_token_id, tok.sep_token_id, tok.sep_token_id
+    inputs, labels = mask_tokens(ids, tok.mask_token_id, len(tok), tok.all_special_ids,
+                                 torch.Generator().manual_seed(1))
+    chosen = labels != -100
+    assert (chosen.sum(1) == round(0.15 * 31)).all()                    # 31 non-special tokens per row
+    assert not chosen[:, [0, 17, 33]].any()                             # special tokens never predicted
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+    n = int(chosen.sum())
+    masked = int((inputs[chosen] == tok.mask_token_id).sum())
+    kept = int((inputs[chosen] == ids[chosen]).sum())
+    assert 0.75 < masked / n < 0.85 and 0.06 < kept / n < 0.14 and 0.06 < (n - masked - kept) / n < 0.14
+    again = mask_tokens(ids, tok.mask_token_id, len(tok), tok.all_special_ids, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], inputs) and torch.equal(again[1], labels)
+
+
+def test_sample_order_is_a_permutation_per_epoch():
+    first = sample_indices(0, 10, 10, seed=0)
+    second = sample_indices(10, 10, 10, seed=0)
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(10))
+    assert first.tolist() != second.tolist()                             # reshuffled per epoch
+    assert sample_indices(7, 6, 10, seed=0).tolist() == [*first[7:].tolist(), *second[:3].tolist()]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Modes
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_trains_a_few_steps(wordpiece, mode):
+    from transformers import BertForMaskedLM
+
+    td, history = run(wordpiece, mode=mode, steps=3)
+    assert isinstance(td.mlm, BertForMaskedLM)
+    assert len(history.steps) == 3 and all(math.isfinite(loss) for loss in history.losses)
+    assert [e["step"] for e in history.evals] == [3] and math.isfinite(history.dev_losses[0])
+    assert all(s["tokens_per_second"] > 0 and s["seconds"] > 0 for s in history.steps)
+    full_steps = [s["is_full_step"] for s in history.steps]
+    assert full_steps == ([True, False, True] if mode == "sctd" else [False] * 3)
+    for s in history.steps:
+        present = {k for k in ("mlm_dropped", "mlm_full", "kl_global", "kl_local") if s[k] is not None}
+        if mode == "baseline":
+            assert present == {"mlm_full"} and s["loss"] == s["mlm_full"]
+        elif mode == "sctd" and s["is_full_step"]:
+            assert present == {"mlm_dropped", "mlm_full", "kl_global", "kl_local"}
+            assert s["kl_global"] >= 0 and s["kl_local"] >= 0
+        else:
+            assert present == {"mlm_dropped"} and s["loss"] == s["mlm_dropped"]
+    table = td.importance.table
+    moved = bool((table[2000:] != 10.0).any())
+    assert moved is (mode in ("token_drop", "sctd"))                     # only importance modes update it
+    assert td.config.selection == ("random" if mode == "random_drop" else "importance")
+
+
+def test_loss_falls(wordpiece):
+    _, history = run(wordpiece, mode="token_drop", steps=12, lr=1e-2, warmup=0.0, eval_every=0)
+    losses = history.losses
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5      # 10.27 -> 9.52 on CPU
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints and resume
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(wordpiece, tmp_path_factory):
+    """6 sctd steps (full passes at 0, 2, 4; dropout on), a checkpoint every 2 steps."""
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    td, history = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(directory))
+    return td, history, directory
+
+
+def assert_same_run(a, b):
+    (td_a, hist_a), (td_b, hist_b) = a, b
+    assert hist_a.losses == hist_b.losses                                # exactly, step by step
+    assert [{k: v for k, v in s.items() if k not in ("seconds", "tokens_per_second")} for s in hist_a.steps] == \
+        [{k: v for k, v in s.items() if k not in ("seconds", "tokens_per_second")} for s in hist_b.steps]
+    assert hist_a.evals == hist_b.evals
+    assert torch.equal(td_a.importance.table, td_b.importance.table)
+    for name, tensor in td_a.state_dict().items():
+        if torch.is_tensor(tensor):
+            assert torch.equal(tensor, td_b.state_dict()[name]), name
+
+
+def test_resume_reproduces_the_uninterrupted_losses(wordpiece, tmp_path, uninterrupted):
+    td_full, hist_full, directory = uninterrupted
+    assert [step for step, _ in list_checkpoints(directory)] == [4, 6]  # keep_checkpoints=2
+    first, _ = run(wordpiece, stop_after=4, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path))
+    resumed = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
+    assert resumed[1].resumed_from == 4 and len(resumed[1].steps) == 6
+    assert_same_run((td_full, hist_full), resumed)
+
+
+def test_killed_run_loses_at_most_checkpoint_every_steps(wordpiece, tmp_path, uninterrupted):
+    td_full, hist_full, _ = uninterrupted
+    _, killed = run(wordpiece, stop_after=5, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path))
+    assert len(killed.steps) == 5
+    # A crash in the middle of writing leaves a temporary folder or an incomplete one: both are ignored.
+    (tmp_path / ".tmp-step-000006").mkdir()
+    (tmp_path / "step-000008").mkdir()
+    assert latest_checkpoint(tmp_path).name == "step-000004"            # 5 - 4 = 1 step lost, <= 2
+
+    resumed = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
+    assert resumed[1].resumed_from == 4
+    assert_same_run((td_full, hist_full), resumed)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [4, 6]         # the incomplete step-000008 is ignored
+    assert not (tmp_path / ".tmp-step-000006").exists()                 # rewritten, then renamed
+
+
+def test_resume_restores_the_importance_table(wordpiece, uninterrupted):
+    td_full, _, directory = uninterrupted
+    state = torch.load(directory / "step-000006" / "state.pt", weights_only=True)
+    td, history = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(directory), resume=True)
+    assert history.resumed_from == 6 and len(history.steps) == 6         # nothing left to do
+    assert torch.equal(td.importance.table, state["model"]["importance.table"])
+    assert torch.equal(td.importance.table, td_full.importance.table)
+    assert bool((td.importance.table[2000:] != 10.0).any())
+
+
+def test_resume_needs_the_rng_states(wordpiece, tmp_path, uninterrupted, monkeypatch):
+    """The check has teeth: without restoring RNG states (dropout) the resumed losses differ."""
+    import tdnotebooks.pretrain as pretrain_module
+
+    _, hist_full, _ = uninterrupted
+    run(wordpiece, stop_after=4, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path))
+    monkeypatch.setattr(pretrain_module, "_set_rng_state", lambda state: None)
+    _, history = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
+    assert history.losses[:4] == hist_full.losses[:4] and history.losses[4:] != hist_full.losses[4:]
+
+
+def test_resume_refuses_other_settings(wordpiece, uninterrupted):
+    _, _, directory = uninterrupted
+    with pytest.raises(ValueError, match=r"cannot resume .* settings differ \(lr: checkpoint 0.0005, now 0.001\)"):
+        run(wordpiece, mode="sctd", lr=1e-3, checkpoint_every=2, checkpoint_dir=str(directory), resume=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad settings: one clear error each
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"keep_fraction": 0.0}, r"keep_fraction must be in \(0, 1\] \(a drop fraction in \[0, 1\)\)"),
+    ({"keep_fraction": 1.5}, r"keep_fraction must be in \(0, 1\] \(a drop fraction in \[0, 1\)\)"),
+    ({"fi": 0}, r"fi \(the interval Fi\) must be an int >= 1"),
+    ({"lam": -1.0}, r"lam \(lambda"),
+    ({"start_layer": 2, "end_layer": 2}, r"start_layer must be < end_layer"),
+    ({"start_layer": -1}, r"start_layer must be an int >= 0"),
+    ({"beta": 1.0}, r"beta must be in \[0, 1\)"),
+    ({"mode": "dropout"}, r"mode must be one of baseline, token_drop, random_drop, sctd"),
+    ({"steps": 0}, r"steps must be an int >= 1"),
+    ({"block_size": 4}, r"block_size must be an int >= 8"),
+    ({"lr": 0.0}, r"lr must be a number in \(0, inf\)"),
+    ({"warmup": 1.0}, r"warmup must be a number in \[0, 1\)"),
+    ({"mlm_probability": 1.0}, r"mlm_probability must be a number in \(0, 1\)"),
+    ({"kl_target": "cls"}, r"kl_target must be one of"),
+    ({"checkpoint_every": 2}, r"checkpoint_dir must be set"),
+    ({"resume": True}, r"checkpoint_dir must be set"),
+    ({"device": "tpu"}, r"device must be one of auto, cpu, cuda"),
+    ({"mixed_precision": "fp8"}, r"mixed_precision must be one of"),
+    ({"mixed_precision": "fp16", "device": "cpu"}, r"mixed_precision='fp16' needs a CUDA GPU"),
+])
+def test_bad_settings_raise_one_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PretrainConfig(**{**SMALL, **kwargs})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"device='cuda' was requested but no CUDA GPU is available"):
+        PretrainConfig(device="cuda")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"start_layer": 4}, r"start_layer must be in \[0, 3\] for 4 layers, got 4"),
+    ({"end_layer": 5}, r"end_layer must be in \[start_layer \+ 1, 4\]"),
+    ({"block_size": 256}, r"block_size must be <= the model's max_position_embeddings \(128\)"),
+])
+def test_settings_that_do_not_fit_the_model(wordpiece, kwargs, match):
+    from transformers import BertForMaskedLM
+
+    from tdnotebooks.models import tiny_bert
+
+    model = BertForMaskedLM(tiny_bert(num_layers=4, hidden_size=32, num_heads=2, intermediate_size=64,
+                                      max_position_embeddings=128, tokenizer=wordpiece))
+    with pytest.raises(ValueError, match=match):
+        pretrain(PretrainConfig(**{**SMALL, **kwargs}), model=model, tokenizer=wordpiece)
+
+
+def test_model_without_the_bert_layout(wordpiece):
+    with pytest.raises(ValueError, match=r"model must be a Hugging Face BertForMaskedLM-style model"):
+        pretrain(PretrainConfig(**SMALL), model=nn.Linear(4, 4), tokenizer=wordpiece)
+
+
+def test_stop_after_must_be_positive(wordpiece):
+    with pytest.raises(ValueError, match=r"stop_after must be an int >= 1"):
+        run(wordpiece, stop_after=0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_cli_runs_and_saves_a_plain_bert(capsys, tmp_path):
+    from transformers import BertForMaskedLM
+
+    out = tmp_path / "out"
+    history = main(["--mode", "sctd", "--steps", "2", "--batch-size", "2", "--block-size", "32", "--hidden-size",
+                    "32", "--num-heads", "2", "--intermediate-size", "64", "--max-texts", "100", "--eval-every",
+                    "0", "--lambda", "0.1", "--fi", "1", "--start-layer", "none", "--device", "cpu",
+                    "--no-progress", "--stop-gradient", "--output-dir", str(out)])
+    config = history.config
+    assert config["lam"] == 0.1 and config["fi"] == 1 and config["start_layer"] is None
+    assert config["stop_gradient"] is True and config["progress"] is False
+    assert [s["is_full_step"] for s in history.steps] == [True, True]
+    assert "sctd: 2 steps" in capsys.readouterr().out
+    loaded = BertForMaskedLM.from_pretrained(out)                       # a plain Hugging Face model
+    assert loaded.config.hidden_size == 32 and loaded.config.num_hidden_layers == 4
+    assert (out / "history.json").is_file() and (out / "tokenizer.json").is_file()
+    with pytest.raises(SystemExit):
+        main(["--mode", "dropout"])
