@@ -1,0 +1,378 @@
+"""Semantic-loss analyses of token dropping (Zhong et al. 2023, "Revisiting Token Dropping Strategy ...", Sec. 2).
+
+Three ways to see what dropping tokens costs a BERT model in *meaning*:
+
+1. Semantic drift (Fig. 3). Take real sentences, corrupt them the way pretraining does (15% of the word
+   pieces masked; for token dropping, the unimportant tokens removed as well), and compare each corrupted
+   view with its original through an off-the-shelf Sentence-BERT: cosine similarity of the two sentence
+   embeddings, 1.0 = no semantic loss. :func:`corrupted_views`, :func:`semantic_drift`,
+   :func:`drift_at_checkpoint`, :func:`drift_tracker`.
+2. Layer-wise probing (Fig. 4 / Fig. 8). Pool every layer's hidden states into one vector per sentence and
+   fit a linear probe for a semantic property (here: the sentiment of the bundled Rotten Tomatoes
+   snippets); dev accuracy per layer says how much of the property each layer holds.
+   :func:`layer_representations`, :func:`probe_layers`.
+3. Downstream (Table 6 in spirit). Fine-tune the pretrained encoder on the sentiment task.
+   :func:`classifier_from_mlm`, :func:`downstream`.
+
+    >>> views = corrupted_views(tok, texts, td_wrapper=td)
+    >>> semantic_drift(sbert, texts, {"masked": [v.masked for v in views],
+    ...                               "masked_dropped": [v.masked_dropped for v in views]})
+    >>> reps = layer_representations(td, tok, train_texts); dev = layer_representations(td, tok, dev_texts)
+    >>> probe_layers(reps, train_labels, dev, dev_labels)       # one accuracy per layer (embeddings first)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .token_dropping import TokenDroppingBert, select_kept_tokens
+
+POOLINGS = ("mean", "cls")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Argument checks (one clear ValueError each)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_texts(name: str, texts: Any) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
+        raise ValueError(f"{name} must be a non-empty list of strings, got {type(texts).__name__}")
+    if not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ValueError(f"{name} must contain non-empty strings only")
+    return list(texts)
+
+
+def _check_probability(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 1. Corrupted views of real sentences (Fig. 3)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CorruptedView:
+    """One sentence and its two corrupted views (Fig. 3).
+
+    original: the text; masked: the text with num_masked word pieces replaced by [MASK]; masked_dropped:
+    the masked text with the num_dropped tokens that token dropping would skip removed as well.
+    masked_ids, dropped_ids: the token ids behind the two views ([CLS] ... [SEP] included), so
+    ``len(masked_ids) - len(dropped_ids) == num_dropped``.
+    """
+
+    original: str
+    masked: str
+    masked_dropped: str
+    masked_ids: list[int]
+    dropped_ids: list[int]
+    num_masked: int
+    num_dropped: int
+
+
+def mask_count(num_maskable: int, mask_prob: float) -> int:
+    """Word pieces masked in a sentence: round(mask_prob * num_maskable), at least 1, at most num_maskable.
+
+    The rule of BERT's data pipeline and of :func:`tdnotebooks.pretrain.mask_tokens`.
+    """
+    return min(max(round(mask_prob * num_maskable), 1), num_maskable)
+
+
+def corrupted_views(tokenizer: Any, texts: Sequence[str], td_wrapper: TokenDroppingBert | None = None,
+                    mask_prob: float = 0.15, seed: int = 0, keep_fraction: float = 0.5,
+                    max_length: int = 128) -> list[CorruptedView]:
+    """The masked and the masked + dropped view of every text (the corrupted sentences of Fig. 3).
+
+    Masked view: :func:`mask_count` of the non-special word pieces, chosen uniformly at random, all become
+    [MASK] (the semantic-drift analysis corrupts with [MASK] only, not BERT's 80/10/10 mix). Masked +
+    dropped view: the tokens that ``td_wrapper.select`` leaves out of the dropped layers are removed
+    (special and masked tokens are always kept; the rest by the wrapper's importance table, or at random
+    if its selection is "random"). Without a wrapper a uniform random ``keep_fraction`` is kept.
+    Text i is corrupted with a generator seeded by (seed, i): the same seed gives the same views.
+    """
+    texts = _check_texts("texts", texts)
+    mask_prob = _check_probability("mask_prob", mask_prob)
+    if isinstance(keep_fraction, bool) or not isinstance(keep_fraction, (int, float)) or not 0 < keep_fraction <= 1:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction!r}")
+    _check_int("seed", seed, 0)
+    _check_int("max_length", max_length, 3)
+    if td_wrapper is not None and not isinstance(td_wrapper, TokenDroppingBert):
+        raise ValueError(f"td_wrapper must be a TokenDroppingBert or None, got {type(td_wrapper).__name__}")
+    if tokenizer.mask_token_id is None:
+        raise ValueError("tokenizer must have a [MASK] token (mask_token_id is None)")
+
+    special = set(tokenizer.all_special_ids)
+    views = []
+    for i, text in enumerate(texts):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        ids = torch.tensor(tokenizer(text, truncation=True, max_length=max_length)["input_ids"])
+        maskable = torch.tensor([int(t) not in special for t in ids])
+        n_mask = mask_count(int(maskable.sum()), mask_prob)
+        scores = torch.rand(len(ids), generator=generator).masked_fill(~maskable, 2.0)
+        masked = torch.zeros(len(ids), dtype=torch.bool)
+        masked[scores.argsort()[:n_mask]] = True
+        masked_ids = torch.where(masked, tokenizer.mask_token_id, ids)
+
+        batch, attention = masked_ids[None], torch.ones(1, len(ids), dtype=torch.long)
+        if td_wrapper is not None:
+            kept = td_wrapper.select(batch, attention, masked[None], generator=generator)
+        else:
+            forced = torch.isin(batch, torch.tensor(sorted(special))) | masked[None]
+            kept = select_kept_tokens(torch.rand(batch.shape, generator=generator), attention, forced,
+                                      keep_fraction=keep_fraction)
+        keep = torch.zeros(len(ids), dtype=torch.bool)
+        keep[kept.indices[0][kept.valid[0]]] = True
+        dropped_ids = masked_ids[keep]
+        views.append(CorruptedView(
+            original=text, masked=_decode(tokenizer, masked_ids), masked_dropped=_decode(tokenizer, dropped_ids),
+            masked_ids=masked_ids.tolist(), dropped_ids=dropped_ids.tolist(), num_masked=n_mask,
+            num_dropped=int((~keep).sum())))
+    return views
+
+
+def _decode(tokenizer: Any, ids: torch.Tensor) -> str:
+    """Text of the ids without [CLS]/[SEP]/[PAD], keeping [MASK] (Sentence-BERT reads it as its mask token)."""
+    drop = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+    return tokenizer.decode([int(t) for t in ids if int(t) not in drop])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2. Semantic drift: Sentence-BERT cosine similarity (Fig. 3)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def semantic_drift(sbert: Any, originals: Sequence[str],
+                   views: Mapping[str, Sequence[str]] | Sequence[str]) -> dict[str, dict]:
+    """Cosine similarity between the Sentence-BERT embeddings of each original and its corrupted view.
+
+    views: {name: texts aligned with originals} (a plain list is named "view"). Returns
+    {name: {"mean": float, "per_example": np.ndarray}}; 1.0 = the view keeps the original's meaning,
+    lower = more semantic drift (Fig. 3's y-axis).
+    """
+    originals = _check_texts("originals", originals)
+    if not isinstance(views, Mapping):
+        views = {"view": views}
+    if not views:
+        raise ValueError("views must name at least one list of texts")
+    for name, texts in views.items():
+        _check_texts(f"views[{name!r}]", texts)
+        if len(texts) != len(originals):
+            raise ValueError(f"views[{name!r}] must have one text per original ({len(originals)}), "
+                             f"got {len(texts)}")
+    if not hasattr(sbert, "encode"):
+        raise ValueError(f"sbert must be a SentenceTransformer (with .encode), got {type(sbert).__name__}")
+
+    def embed(texts: Sequence[str]) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(sbert.encode(list(texts), convert_to_numpy=True,
+                                                       show_progress_bar=False)), dtype=torch.float64)
+
+    reference = embed(originals)
+    result = {}
+    for name, texts in views.items():
+        cosine = torch.nn.functional.cosine_similarity(reference, embed(texts), dim=1).numpy()
+        result[name] = {"mean": float(cosine.mean()), "per_example": cosine}
+    return result
+
+
+def drift_at_checkpoint(td_wrapper: TokenDroppingBert, tokenizer: Any, sbert: Any, texts: Sequence[str],
+                        mask_prob: float = 0.15, seed: int = 0) -> dict[str, float]:
+    """Mean semantic drift of the masked and the masked + dropped views for one wrapper state (one point of
+    Fig. 3's curves). The dropped view follows the wrapper's importance table as it stands now, so calling
+    this on checkpoints along a run traces how the dropped tokens' semantic cost evolves.
+
+    A baseline run is compared on "masked" (it drops nothing), token dropping / ScTD on "masked_dropped".
+    """
+    views = corrupted_views(tokenizer, texts, td_wrapper, mask_prob=mask_prob, seed=seed)
+    drift = semantic_drift(sbert, [v.original for v in views], {
+        "masked": [v.masked for v in views], "masked_dropped": [v.masked_dropped for v in views]})
+    return {name: d["mean"] for name, d in drift.items()}
+
+
+def drift_tracker(config: Any, sbert: Any, texts: Sequence[str], every: int,
+                  checkpoint_dir: str | os.PathLike, tokenizer: Any = None, **overrides: Any) -> list[dict]:
+    """Pretrain in chunks of ``every`` steps and measure the drift after each chunk (Fig. 3 over training).
+
+    :func:`tdnotebooks.pretrain.pretrain` has no callback hook, so this relies on its exact resume:
+    each chunk is ``pretrain(config, resume=True, stop_after=s, checkpoint_every=every)``, which continues
+    from the newest checkpoint in ``checkpoint_dir`` with the same losses as one uninterrupted run.
+    Returns one record per chunk: step, masked, masked_dropped (mean cosines), dev_mlm_loss (the latest
+    evaluation, None if none yet). Use a fresh checkpoint_dir per run.
+    """
+    from .models import load_tokenizer
+    from .pretrain import PretrainConfig, pretrain
+
+    _check_int("every", every, 1)
+    texts = _check_texts("texts", texts)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    config = PretrainConfig(**{**(asdict(config) if config is not None else {}), **overrides,
+                               "checkpoint_every": every, "checkpoint_dir": str(checkpoint_dir), "resume": True})
+    records = []
+    for stop in [*range(every, config.steps, every), config.steps]:
+        td, history = pretrain(config, tokenizer=tokenizer, stop_after=stop)
+        dev = history.evals[-1]["dev_mlm_loss"] if history.evals else None
+        records.append({"step": stop, **drift_at_checkpoint(td, tokenizer, sbert, texts), "dev_mlm_loss": dev})
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. Layer-wise probing (Fig. 4 / Fig. 8)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _encoder(model: Any) -> torch.nn.Module:
+    """The BERT encoder (embeddings + layers) inside a wrapper, an MLM, a classifier or an encoder."""
+    if isinstance(model, TokenDroppingBert):
+        return model.encoder_model
+    base = getattr(model, "base_model", None)
+    if isinstance(base, torch.nn.Module) and hasattr(base, "encoder") and hasattr(base, "embeddings"):
+        return base
+    raise ValueError("model must be a TokenDroppingBert or a Hugging Face BERT-style model (BertModel, "
+                     f"BertForMaskedLM, BertForSequenceClassification, ...), got {type(model).__name__}")
+
+
+@torch.no_grad()
+def layer_representations(model: Any, tokenizer: Any, texts: Sequence[str], pooling: str = "mean",
+                          batch_size: int = 32, max_length: int = 128) -> list[np.ndarray]:
+    """One sentence vector per text and layer: a list of num_layers + 1 arrays of shape [n, hidden]
+    (index 0 = the embedding output, index l = layer l's output), the representations probed in Fig. 4/8.
+
+    pooling: "mean" (average over the real tokens) or "cls" (the [CLS] vector). The full model runs (no
+    token dropping), in eval mode; the model's train/eval mode is restored afterwards.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    texts = _check_texts("texts", texts)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("max_length", max_length, 2)
+    encoder = _encoder(model)
+    was_training = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    per_layer: list[list[np.ndarray]] | None = None
+    try:
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt").to(device)
+            out = encoder(**enc, output_hidden_states=True)
+            mask = enc["attention_mask"][..., None].float()
+            pooled = [(h.float() * mask).sum(1) / mask.sum(1) if pooling == "mean" else h[:, 0].float()
+                      for h in out.hidden_states]
+            per_layer = per_layer or [[] for _ in pooled]
+            for store, vectors in zip(per_layer, pooled, strict=True):
+                store.append(vectors.cpu().numpy())
+    finally:
+        encoder.train(was_training)
+    return [np.concatenate(chunks) for chunks in per_layer]
+
+
+def probe_layers(reps_train: Sequence[np.ndarray], y_train: Sequence[int], reps_dev: Sequence[np.ndarray],
+                 y_dev: Sequence[int], c: float = 1.0, max_iter: int = 1000, seed: int = 0) -> list[float]:
+    """Dev accuracy of a logistic-regression probe per layer (standardised features, L2 strength 1/c).
+
+    reps_*: lists of [n, hidden] arrays (from :func:`layer_representations`), one per layer, same number
+    of layers in both. The higher the accuracy, the more of the property the layer encodes (Fig. 4/8).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(reps_train) == 0 or len(reps_train) != len(reps_dev):
+        raise ValueError(f"reps_train and reps_dev must hold the same, non-zero number of layers, got "
+                         f"{len(reps_train)} and {len(reps_dev)}")
+    y_train, y_dev = np.asarray(y_train), np.asarray(y_dev)
+    if len(np.unique(y_train)) < 2:
+        raise ValueError("y_train must contain at least 2 classes")
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
+        raise ValueError(f"c must be > 0, got {c!r}")
+    accuracies = []
+    for layer, (train, dev) in enumerate(zip(reps_train, reps_dev, strict=True)):
+        train, dev = np.asarray(train), np.asarray(dev)
+        if train.ndim != 2 or dev.ndim != 2 or train.shape[1] != dev.shape[1]:
+            raise ValueError(f"layer {layer}: reps must be [n, hidden] arrays of equal width, got "
+                             f"{train.shape} and {dev.shape}")
+        if len(train) != len(y_train) or len(dev) != len(y_dev):
+            raise ValueError(f"layer {layer}: {len(train)} train / {len(dev)} dev vectors for "
+                             f"{len(y_train)} / {len(y_dev)} labels")
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
+        probe.fit(train, y_train)
+        accuracies.append(float((probe.predict(dev) == y_dev).mean()))
+    return accuracies
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. Downstream fine-tuning
+# ----------------------------------------------------------------------------------------------------------
+
+
+def classifier_from_mlm(model: Any, num_labels: int = 2) -> Any:
+    """A ``BertForSequenceClassification`` of the same config whose encoder is a copy of the pretrained one.
+
+    model: a TokenDroppingBert (its ``.mlm`` is used) or a BertForMaskedLM. The pooler and the
+    classification head are new (the MLM model has no pooler); the MLM head is not needed.
+    """
+    from transformers import BertForSequenceClassification
+
+    mlm = model.mlm if isinstance(model, TokenDroppingBert) else model
+    base = getattr(mlm, "bert", None)
+    if base is None or not hasattr(base, "encoder"):
+        raise ValueError(f"model must be a TokenDroppingBert or a BertForMaskedLM, got {type(model).__name__}")
+    _check_int("num_labels", num_labels, 2)
+    config = mlm.config.__class__.from_dict({**mlm.config.to_dict(), "num_labels": num_labels})
+    classifier = BertForSequenceClassification(config)
+    missing, unexpected = classifier.bert.load_state_dict(base.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise ValueError(f"encoder weights do not match: missing {missing}, unexpected {unexpected}")
+    return classifier.to(next(base.parameters()).device)
+
+
+def downstream(model: Any, tokenizer: Any, task: str = "rt_sentiment", train_size: int = 512,
+               dev_size: int = 256, max_length: int = 64, seed: int = 0, config: Any = None,
+               **overrides: Any) -> float:
+    """Fine-tune the pretrained encoder of ``model`` on a seeded subset of ``task`` and return dev accuracy.
+
+    The encoder is copied into a classifier (:func:`classifier_from_mlm`); the pretrained model itself is
+    not changed. Training uses :func:`tdnotebooks.finetune.finetune` (``config`` / keyword overrides:
+    FinetuneConfig fields, e.g. ``epochs=2, lr=1e-4``).
+    """
+    from .data import load_task
+    from .finetune import FinetuneConfig, finetune
+    from .tokendrop import prepare
+
+    _check_int("train_size", train_size, 2)
+    _check_int("dev_size", dev_size, 1)
+    _check_int("seed", seed, 0)
+    torch.manual_seed(seed)                     # the new pooler and head: the same start for every model
+    classifier = classifier_from_mlm(model)
+    limit = getattr(classifier.config, "max_position_embeddings", max_length)
+    if not 2 < max_length <= limit:
+        raise ValueError(f"max_length must be in [3, {limit}] (the model's max_position_embeddings), "
+                         f"got {max_length}")
+    data = load_task(task)
+    subsets = {}
+    for split, size in (("train", train_size), ("dev", dev_size)):
+        part = data[split].shuffle(seed=seed)
+        subsets[split] = prepare(part.select(range(min(size, len(part)))), tokenizer, max_length=max_length)
+    config = FinetuneConfig(**{**asdict(config or FinetuneConfig()), "seed": seed, "progress": False, **overrides})
+    history = finetune(classifier, subsets["train"], subsets["dev"], config, pad_token_id=tokenizer.pad_token_id)
+    return history.final_dev_accuracy
+
+
+__all__ = [
+    "POOLINGS", "CorruptedView", "classifier_from_mlm", "corrupted_views", "downstream", "drift_at_checkpoint",
+    "drift_tracker", "layer_representations", "mask_count", "probe_layers", "semantic_drift",
+]
