@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 SUBCOMMANDS: dict[str, str] = {
     "finetune": "tdnotebooks.bench.finetune",
+    "pretrain": "tdnotebooks.bench.pretrain",
 }
 
 
