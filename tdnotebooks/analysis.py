@@ -372,7 +372,88 @@ def downstream(model: Any, tokenizer: Any, task: str = "rt_sentiment", train_siz
     return history.final_dev_accuracy
 
 
+# ----------------------------------------------------------------------------------------------------------
+# 5. All of it at once: baseline vs token dropping vs ScTD (the paper's Table 2 / Table 5 in miniature)
+# ----------------------------------------------------------------------------------------------------------
+
+QUALITY_METRICS = ("dev_mlm_loss", "drift", "probe_last", "downstream_accuracy", "seconds_per_step")
+
+
+def compare_pretraining(methods: Mapping[str, Mapping[str, Any]], config: Any = None, *, sbert: Any = None,
+                        drift_texts: Sequence[str] | None = None,
+                        probe_data: tuple[Sequence[str], Sequence[int], Sequence[str], Sequence[int]] | None = None,
+                        downstream_kwargs: Mapping[str, Any] | None = None, seeds: Sequence[int] = (0,),
+                        tokenizer: Any = None, progress: Any = None) -> dict[str, dict]:
+    """Pretrain one model per method and seed, then measure what the ScTD paper compares.
+
+    methods: {label: PretrainConfig overrides}, e.g. ``{"token drop": {"mode": "token_drop"},
+    "ScTD": {"mode": "sctd", "fi": 10}}``; every run starts from ``config`` (a PretrainConfig; its seed is
+    replaced by each of ``seeds``, so all methods of one seed share the initial weights and the data order).
+    Per run: ``dev_mlm_loss`` (full model, the last evaluation), ``seconds_per_step`` (mean model step),
+    ``drift`` (mean Sentence-BERT cosine of the view the method trains on: "masked" for runs that drop
+    nothing, "masked_dropped" otherwise; needs sbert and drift_texts), ``probe`` (per-layer dev accuracy of a
+    linear sentiment probe on mean-pooled layers, and ``probe_last``; needs probe_data = (train texts, train
+    labels, dev texts, dev labels)) and ``downstream_accuracy`` (:func:`downstream` with downstream_kwargs;
+    None skips it). Returns {label: {"runs": [per-seed dicts], "mean": {metric: mean over seeds},
+    "sd": {metric: sample sd, None with one seed}, "overrides": ...}}; each run keeps its loss curve.
+    """
+    from .models import load_tokenizer
+    from .pretrain import PretrainConfig, pretrain
+
+    if not isinstance(methods, Mapping) or not methods:
+        raise ValueError("methods must be a non-empty {label: PretrainConfig overrides} mapping")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    for seed in seeds:
+        _check_int("seeds[...]", seed, 0)
+    if (sbert is None) != (drift_texts is None):
+        raise ValueError("sbert and drift_texts go together: give both (to measure drift) or neither")
+    if drift_texts is not None:
+        drift_texts = _check_texts("drift_texts", drift_texts)
+    if probe_data is not None and len(probe_data) != 4:
+        raise ValueError("probe_data must be (train_texts, train_labels, dev_texts, dev_labels)")
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    base = asdict(config) if config is not None else asdict(PretrainConfig(progress=False))
+    for overrides in methods.values():                    # every bad setting before the first long run
+        PretrainConfig(**{**base, **dict(overrides)})
+    say = progress or (lambda _message: None)
+
+    results: dict[str, dict] = {}
+    for label, overrides in methods.items():
+        runs = []
+        for seed in seeds:
+            say(f"{label}, seed {seed}: pretraining")
+            td, history = pretrain(PretrainConfig(**{**base, **dict(overrides), "seed": seed}), tokenizer=tokenizer)
+            dropping = history.config["mode"] != "baseline"
+            run: dict[str, Any] = {
+                "seed": seed, "dev_mlm_loss": history.dev_losses[-1] if history.evals else None,
+                "seconds_per_step": history.train_seconds / len(history.steps), "losses": history.losses,
+                "evals": history.evals, "drift": None, "probe": None, "probe_last": None,
+                "downstream_accuracy": None}
+            if sbert is not None:
+                drift = drift_at_checkpoint(td, tokenizer, sbert, drift_texts, seed=seed)
+                run["drift"] = drift["masked_dropped" if dropping else "masked"]
+            if probe_data is not None:
+                train_texts, train_labels, dev_texts, dev_labels = probe_data
+                run["probe"] = probe_layers(layer_representations(td, tokenizer, list(train_texts)), train_labels,
+                                            layer_representations(td, tokenizer, list(dev_texts)), dev_labels,
+                                            seed=seed)
+                run["probe_last"] = run["probe"][-1]
+            if downstream_kwargs is not None:
+                say(f"{label}, seed {seed}: fine-tuning")
+                run["downstream_accuracy"] = downstream(td, tokenizer, seed=seed, **dict(downstream_kwargs))
+            runs.append(run)
+        summary: dict[str, Any] = {"overrides": dict(overrides), "runs": runs, "mean": {}, "sd": {}}
+        for metric in QUALITY_METRICS:
+            values = [r[metric] for r in runs if r[metric] is not None]
+            summary["mean"][metric] = float(np.mean(values)) if values else None
+            summary["sd"][metric] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        results[label] = summary
+    return results
+
+
 __all__ = [
-    "POOLINGS", "CorruptedView", "classifier_from_mlm", "corrupted_views", "downstream", "drift_at_checkpoint",
+    "POOLINGS", "QUALITY_METRICS", "CorruptedView", "classifier_from_mlm", "compare_pretraining", "corrupted_views", "downstream", "drift_at_checkpoint",
     "drift_tracker", "layer_representations", "mask_count", "probe_layers", "semantic_drift",
 ]

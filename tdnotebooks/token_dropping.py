@@ -176,8 +176,8 @@ class ImportanceTable(nn.Module):
         self.table[self.low_ids] = self.low
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Importance of each input token (same shape as input_ids)."""
-        return self.table[input_ids]
+        """Importance of each input token (same shape and device as input_ids, wherever the table lives)."""
+        return self.table[input_ids.to(self.table.device)].to(input_ids.device)
 
     @torch.no_grad()
     def update(self, token_ids: torch.Tensor, losses: torch.Tensor,
@@ -399,10 +399,15 @@ class TokenDroppingBert(nn.Module):
 
     def select(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, masked: torch.Tensor,
                generator: torch.Generator | None = None) -> KeptTokens:
-        """Kept positions: special and masked tokens, then by importance (or at random); padding last."""
-        forced = torch.isin(input_ids, self.importance.high_ids) | masked
+        """Kept positions: special and masked tokens, then by importance (or at random); padding last.
+
+        Works on the inputs' device (a CPU batch with a CUDA model is fine); ``generator`` may live on
+        another device than the inputs (its random numbers are moved).
+        """
+        forced = torch.isin(input_ids, self.importance.high_ids.to(input_ids.device)) | masked.to(input_ids.device)
         if self.config.selection == "random":
-            scores = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
+            device = generator.device if generator is not None else input_ids.device
+            scores = torch.rand(input_ids.shape, device=device, generator=generator).to(input_ids.device)
         else:
             scores = self.importance(input_ids)
         config = self.config

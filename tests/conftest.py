@@ -15,3 +15,15 @@ def minilm_encoder():
     from tdnotebooks.models import load_pretrained
 
     return load_pretrained(kind="encoder").eval()
+
+
+@pytest.fixture(scope="session")
+def built_site():
+    """The course site, built once per session from the notebooks nbval executed earlier in the run
+    (testpaths lists notebooks/ first); notebooks without a fresh executed copy are executed here."""
+    from pathlib import Path
+
+    from tdnotebooks.site import build_site
+
+    root = Path(__file__).resolve().parents[1]
+    return build_site(root)

@@ -14,6 +14,7 @@ from transformers import BertForMaskedLM
 
 from tdnotebooks.analysis import (
     classifier_from_mlm,
+    compare_pretraining,
     corrupted_views,
     downstream,
     drift_tracker,
@@ -241,3 +242,50 @@ def test_downstream_finetunes_a_copy_and_is_seeded(wordpiece, td):
 def test_bad_arguments(wordpiece, td, call, message):
     with pytest.raises(ValueError, match=message):
         call(wordpiece, td)
+
+
+TINY_RUN = dict(steps=3, batch_size=2, block_size=16, num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64,
+                max_texts=20, eval_every=3, eval_blocks=2, device="cpu", progress=False)
+
+
+def test_compare_pretraining_is_seeded_and_summarises_over_seeds(wordpiece):
+    from tdnotebooks.pretrain import PretrainConfig
+
+    methods = {"a": {"mode": "baseline"}, "same as a": {"mode": "baseline"}, "td": {"mode": "token_drop"}}
+    results = compare_pretraining(methods, PretrainConfig(**TINY_RUN), seeds=(0, 1), tokenizer=wordpiece)
+    assert list(results) == list(methods)
+    a, same, td = (results[k] for k in methods)
+    assert [r["seed"] for r in a["runs"]] == [0, 1]
+    assert [r["losses"] for r in a["runs"]] == [r["losses"] for r in same["runs"]]      # same seed, same run
+    assert a["runs"][0]["losses"] != a["runs"][1]["losses"]                               # another seed, another run
+    dev = [r["dev_mlm_loss"] for r in td["runs"]]
+    assert td["mean"]["dev_mlm_loss"] == pytest.approx(np.mean(dev))
+    assert td["sd"]["dev_mlm_loss"] == pytest.approx(np.std(dev, ddof=1))
+    assert td["mean"]["drift"] is None and td["runs"][0]["probe"] is None              # not asked for
+    assert td["overrides"] == {"mode": "token_drop"}
+
+
+def test_compare_pretraining_measures_drift_and_probes(wordpiece, sbert):
+    from tdnotebooks.pretrain import PretrainConfig
+
+    texts = ["a great film", "an awful film", "truly great", "truly awful"]
+    results = compare_pretraining({"base": {"mode": "baseline"}, "td": {"mode": "token_drop"}},
+                                  PretrainConfig(**TINY_RUN), sbert=sbert, drift_texts=TEXTS[:2],
+                                  probe_data=(texts, [1, 0, 1, 0], texts, [1, 0, 1, 0]), tokenizer=wordpiece)
+    for summary in results.values():
+        (run,) = summary["runs"]
+        assert 0.0 < run["drift"] < 1.0 and len(run["probe"]) == 2 + 1 and run["probe_last"] == run["probe"][-1]
+        assert summary["sd"]["drift"] is None                                              # one seed
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(methods={}), "methods must be a non-empty"),
+    (dict(methods={"x": {"mode": "nope"}}), "mode must be one of"),
+    (dict(methods={"x": {"mode": "baseline"}}, seeds=()), "seeds must hold at least one seed"),
+    (dict(methods={"x": {"mode": "baseline"}}, seeds=(-1,)), r"seeds\[...\] must be an int >= 0"),
+    (dict(methods={"x": {"mode": "baseline"}}, drift_texts=["a"]), "sbert and drift_texts go together"),
+    (dict(methods={"x": {"mode": "baseline"}}, probe_data=(["a"], [0])), "probe_data must be"),
+])
+def test_compare_pretraining_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compare_pretraining(**kwargs)

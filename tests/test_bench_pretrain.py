@@ -13,11 +13,14 @@ from tdnotebooks.bench.finetune import write_results
 from tdnotebooks.bench.pretrain import (
     BASELINE,
     HF_PEER,
+    QUALITY_DIRECTIONS,
     SCTD_LIMIT,
     TOKEN_DROP,
     TOKEN_DROP_SLACK,
     BenchConfig,
+    QualitySpec,
     SizeSpec,
+    compare_sctd,
     evaluate_targets,
     format_report,
     quick_config,
@@ -40,8 +43,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def results(one_thread):
-    config = BenchConfig(sizes=(SIZE,), fis=(2,), target_fi=2, device="cpu", threads=1)
+    config = BenchConfig(sizes=(SIZE,), fis=(2,), target_fi=2, device="cpu", threads=1, quality=QUALITY)
     return run_benchmark(config, progress=None)
+
+
+QUALITY = QualitySpec(steps=4, batch_size=4, block_size=32, max_texts=200, fi=2, drift_size=4, probe_size=16,
+                      downstream_size=16, downstream_epochs=1)
 
 
 def test_json_structure(results, tmp_path):
@@ -135,6 +142,7 @@ def test_config_errors():
     (["pretrain", "--threads", "0"], "must be an int >= 1"),
     (["pretrain", "--device", "tpu"], "invalid choice"),
     (["pretrain", "--bogus"], "unrecognized arguments"),
+    (["pretrain", "--quality-steps", "0"], "must be an int >= 1"),
 ])
 def test_cli_argument_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -155,3 +163,65 @@ def test_help_lists_pretrain(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     assert "pretrain" in capsys.readouterr().out
+
+
+def test_quality_section(results, tmp_path):
+    quality = json.loads(write_results(results, tmp_path / "q.json").read_text())["quality"]
+    assert list(quality["methods"]) == ["baseline", "token_drop", "sctd"]
+    for summary in quality["methods"].values():
+        (run,) = summary["runs"]
+        assert run["seed"] == 0 and len(run["losses"]) == QUALITY.steps
+        assert -1.0 <= run["drift"] <= 1.0 + 1e-6
+        assert len(run["probe"]) == 4 + 1 and run["probe_last"] == run["probe"][-1]      # embeddings + 4 layers
+        assert 0.0 <= run["downstream_accuracy"] <= 1.0
+        assert summary["mean"]["dev_mlm_loss"] == run["dev_mlm_loss"] and summary["sd"]["dev_mlm_loss"] is None
+    assert quality["methods"]["sctd"]["overrides"] == {"mode": "sctd"}
+    rows = {row["metric"]: row for row in quality["comparison"]}
+    assert set(rows) == set(QUALITY_DIRECTIONS)
+    for metric, row in rows.items():
+        sctd, td = (quality["methods"][m]["mean"][metric] for m in ("sctd", "token_drop"))
+        assert row["difference"] == pytest.approx(sctd - td)
+        assert row["noise"] is None and row["outside_noise"] is False    # one seed: nothing can be called real
+    report = format_report(results)
+    assert "Does ScTD beat token drop?" in report and "NOT distinguishable from noise" in report
+
+
+def _summary(values_by_metric):
+    import numpy as np
+    return {"mean": {m: float(np.mean(v)) for m, v in values_by_metric.items()},
+            "sd": {m: float(np.std(v, ddof=1)) for m, v in values_by_metric.items()}}
+
+
+def test_compare_sctd_noise_and_direction():
+    runs = {"sctd": _summary({"dev_mlm_loss": [5.0, 5.2], "drift": [0.5, 0.5], "probe_last": [0.6, 0.8],
+                              "downstream_accuracy": [0.7, 0.7]}),
+            "token_drop": _summary({"dev_mlm_loss": [6.0, 6.2], "drift": [0.4, 0.4], "probe_last": [0.7, 0.9],
+                                    "downstream_accuracy": [0.7, 0.7]})}
+    rows = {r["metric"]: r for r in compare_sctd(runs, num_seeds=2)}
+    sd = math.sqrt(0.02)                                                     # sample sd of (5.0, 5.2)
+    assert rows["dev_mlm_loss"]["noise"] == pytest.approx(math.sqrt(2 * sd**2) / math.sqrt(2))
+    assert rows["dev_mlm_loss"]["difference"] == pytest.approx(-1.0)
+    assert rows["dev_mlm_loss"]["sctd_better"] and rows["dev_mlm_loss"]["outside_noise"]     # lower loss, 1.0 >> 0.28
+    assert rows["drift"]["sctd_better"] and rows["drift"]["outside_noise"]                 # sd 0: any gap is real
+    assert not rows["probe_last"]["sctd_better"] and not rows["probe_last"]["outside_noise"]  # -0.1 < 2 x 0.141
+    assert not rows["downstream_accuracy"]["sctd_better"]                                  # equal is not better
+
+
+def test_quality_config_errors():
+    with pytest.raises(ValueError, match="quality: steps must be an int >= 1"):
+        QualitySpec(steps=0)
+    with pytest.raises(ValueError, match="quality: seeds must be a non-empty tuple"):
+        QualitySpec(seeds=())
+    with pytest.raises(ValueError, match="quality: lam must be >= 0"):
+        QualitySpec(lam=-0.1)
+    with pytest.raises(ValueError, match="quality must be a QualitySpec or None"):
+        BenchConfig(quality={"steps": 3})
+    assert quick_config().quality == QualitySpec() and quick_config().quality.seeds == (0,)
+
+
+def test_quality_cli_options():
+    from tdnotebooks.bench.pretrain import config_from_args
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(["pretrain", "--quick", "--quality-steps", "7", "--quality-seeds", "2"]))
+    assert config.quality.steps == 7 and config.quality.seeds == (0, 1)
+    assert config_from_args(parser.parse_args(["pretrain", "--quick", "--no-quality"])).quality is None

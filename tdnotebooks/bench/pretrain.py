@@ -36,6 +36,14 @@ Definitions (every figure of the table):
   allocator keeps freed memory and the sampling can miss short peaks.
 
 Targets (per size): token_drop step / baseline <= FLOPs ratio + 0.05; sctd(Fi=10) step / token_drop <= 1.12.
+
+Quality (the second table; ``--no-quality`` skips it): does ScTD beat vanilla token dropping, as the paper
+claims? A tiny BERT is pretrained from scratch on the bundled Shakespeare corpus with baseline, token_drop
+and sctd (Fi=10, lambda=0.05), same seeds, data and initial weights, then compared with
+:func:`tdnotebooks.analysis.compare_pretraining` on dev MLM loss (full model), semantic drift (Sentence-BERT
+cosine of the view each method trains on, Rotten Tomatoes dev snippets), a linear sentiment probe on the last
+layer, and downstream sentiment accuracy after fine-tuning. The report states each ScTD - token_drop
+difference next to its noise (the seeds' sd when there are several) and says plainly when it is inside it.
 """
 
 from __future__ import annotations
@@ -106,11 +114,45 @@ def base_size(**overrides: Any) -> SizeSpec:
 
 
 @dataclass
+class QualitySpec:
+    """The quality comparison: ``steps`` of pretraining per method and seed, then the analyses.
+
+    probe_size / drift_size / downstream_size: Rotten Tomatoes snippets used (train and dev each);
+    downstream_epochs: fine-tuning epochs of :func:`tdnotebooks.analysis.downstream`.
+    """
+
+    steps: int = 150
+    batch_size: int = 16
+    block_size: int = 64
+    max_texts: int | None = 4000
+    seeds: tuple[int, ...] = (0,)
+    fi: int = 10
+    lam: float = 0.05
+    drift_size: int = 64
+    probe_size: int = 256
+    downstream_size: int = 256
+    downstream_epochs: int = 2
+
+    def __post_init__(self) -> None:
+        self.seeds = tuple(self.seeds)
+        for name, low in (("steps", 1), ("batch_size", 1), ("block_size", 8), ("fi", 1), ("drift_size", 1),
+                          ("probe_size", 4), ("downstream_size", 4), ("downstream_epochs", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"quality: {name} must be an int >= {low}, got {value!r}")
+        if not self.seeds or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in self.seeds):
+            raise ValueError(f"quality: seeds must be a non-empty tuple of ints >= 0, got {self.seeds!r}")
+        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or self.lam < 0:
+            raise ValueError(f"quality: lam must be >= 0, got {self.lam!r}")
+
+
+@dataclass
 class BenchConfig:
     """What one benchmark run does. :func:`quick_config` and :func:`full_config` are the two presets.
 
     fis: the ScTD intervals; target_fi: the one the ScTD target reads (must be in fis). keep_fraction:
     tokens kept by the dropped layers (0.5 = the paper's 50 %). hf_peer: also time HF's BertForMaskedLM.
+    quality: the ScTD vs token drop quality comparison (None: skip it).
     """
 
     sizes: tuple[SizeSpec, ...] = field(default_factory=lambda: (tiny_size(), base_size()))
@@ -123,6 +165,8 @@ class BenchConfig:
     device: str | None = None      # None: CUDA when present, else CPU
     threads: int | None = None     # None: torch's current number of threads
     quick: bool = False
+    quality: QualitySpec | None = field(default_factory=lambda: QualitySpec(steps=2000, batch_size=32, seeds=(0, 1, 2),
+                                                                          max_texts=None, downstream_epochs=3))
 
     def __post_init__(self) -> None:
         self.sizes, self.fis = tuple(self.sizes), tuple(self.fis)
@@ -140,6 +184,8 @@ class BenchConfig:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"threads must be None or an int >= 1, got {self.threads!r}")
+        if self.quality is not None and not isinstance(self.quality, QualitySpec):
+            raise ValueError(f"quality must be a QualitySpec or None, got {type(self.quality).__name__}")
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -151,16 +197,18 @@ class BenchConfig:
 def quick_config(**overrides: Any) -> BenchConfig:
     """A few minutes on 2 CPU cores, 1 torch thread (see ``finetune.quick_config`` for why one thread):
     the tiny size (10 timed steps) and BERT-base at batch 8 with 3 timed steps after 1 warm-up, skipped
-    when the estimate from its first baseline step says it would take more than 4 minutes."""
+    when the estimate from its first baseline step says it would take more than 4 minutes; quality: 150
+    pretraining steps per method, one seed."""
     settings: dict[str, Any] = {
-        "quick": True, "threads": 1,
+        "quick": True, "threads": 1, "quality": QualitySpec(),
         "sizes": (tiny_size(), base_size(batch_size=8, timed_steps=3, warmup_steps=1, budget_seconds=240.0)),
     }
     return BenchConfig(**{**settings, **overrides})
 
 
 def full_config(**overrides: Any) -> BenchConfig:
-    """For a GPU: tiny (batch 32, 10 steps) and BERT-base (batch 32, 20 timed steps: a multiple of 5, 10, 20)."""
+    """For a GPU: tiny (batch 32, 10 steps) and BERT-base (batch 32, 20 timed steps: a multiple of 5, 10, 20);
+    quality: 2,000 pretraining steps at batch 32 per method on the whole corpus, seeds 0, 1, 2."""
     return BenchConfig(**overrides)
 
 
@@ -441,6 +489,64 @@ def _environment(config: BenchConfig, device: Any) -> dict[str, Any]:
     }
 
 
+QUALITY_METHODS = ("baseline", "token_drop", "sctd")
+
+
+def run_quality(spec: QualitySpec, config: BenchConfig, tokenizer: Any, device: Any,
+                say: Callable[[str], None]) -> dict[str, Any]:
+    """Pretrain baseline, token_drop and sctd with the same seeds and compare their quality
+    (:func:`tdnotebooks.analysis.compare_pretraining`); adds the ScTD - token_drop differences."""
+    from tdnotebooks.analysis import compare_pretraining
+    from tdnotebooks.data import load_task
+    from tdnotebooks.models import load_pretrained
+    from tdnotebooks.pretrain import PretrainConfig
+
+    data = load_task("rt_sentiment")
+    train = data["train"].shuffle(seed=0).select(range(spec.probe_size))
+    dev = data["dev"].shuffle(seed=0).select(range(spec.probe_size))
+    pretrain_config = PretrainConfig(
+        steps=spec.steps, batch_size=spec.batch_size, block_size=spec.block_size, max_texts=spec.max_texts,
+        keep_fraction=config.keep_fraction, lr=5e-4, eval_every=max(1, spec.steps // 5), progress=False,
+        device=device.type, lam=spec.lam, fi=spec.fi)
+    methods = {"baseline": {"mode": "baseline"}, "token_drop": {"mode": "token_drop"}, "sctd": {"mode": "sctd"}}
+    runs = compare_pretraining(
+        methods, pretrain_config, sbert=load_pretrained(kind="sbert"), drift_texts=list(dev["text"][:spec.drift_size]),
+        probe_data=(list(train["text"]), list(train["label"]), list(dev["text"]), list(dev["label"])),
+        downstream_kwargs={"train_size": spec.downstream_size, "dev_size": spec.downstream_size,
+                           "epochs": spec.downstream_epochs, "lr": 5e-4},
+        seeds=spec.seeds, tokenizer=tokenizer, progress=say)
+    for summary in runs.values():
+        for run in summary["runs"]:
+            run["losses"] = [round(v, 5) for v in run["losses"]]      # keep the JSON small
+    return {"spec": asdict(spec), "methods": runs, "comparison": compare_sctd(runs, len(spec.seeds))}
+
+
+# metric: (better when "lower" / "higher")
+QUALITY_DIRECTIONS = {"dev_mlm_loss": "lower", "drift": "higher", "probe_last": "higher",
+                      "downstream_accuracy": "higher"}
+
+
+def compare_sctd(runs: Mapping[str, Any], num_seeds: int) -> list[dict[str, Any]]:
+    """ScTD - token_drop per quality metric, and whether the difference is outside the noise.
+
+    noise: sqrt(sd_sctd^2 + sd_td^2) / sqrt(seeds) over seeds (None with one seed: no estimate, so no
+    difference can be called real). ``sctd_better`` says the direction only; ``outside_noise`` whether it
+    exceeds two noise units.
+    """
+    rows = []
+    for metric, better in QUALITY_DIRECTIONS.items():
+        sctd, td = runs["sctd"]["mean"][metric], runs["token_drop"]["mean"][metric]
+        if sctd is None or td is None:
+            continue
+        diff = sctd - td
+        sds = runs["sctd"]["sd"][metric], runs["token_drop"]["sd"][metric]
+        noise = None if None in sds else float((sds[0] ** 2 + sds[1] ** 2) ** 0.5 / num_seeds ** 0.5)
+        rows.append({"metric": metric, "better": better, "sctd": sctd, "token_drop": td, "difference": diff,
+                     "sctd_better": diff < 0 if better == "lower" else diff > 0, "noise": noise,
+                     "outside_noise": noise is not None and abs(diff) > 2 * noise})
+    return rows
+
+
 def run_benchmark(config: BenchConfig, progress: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Run the whole benchmark; the results as a JSON-ready dict (what ``--out`` writes)."""
     import torch
@@ -459,10 +565,12 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] | None = 
         sizes = {}
         for size in config.sizes:
             sizes[size.name] = run_size(size, config, tokenizer, device, say)
+        quality = run_quality(config.quality, config, tokenizer, device, say) if config.quality else None
         environment["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         targets = evaluate_targets(sizes, config.target_fi)
         return {"benchmark": "pretrain", "environment": environment, "config": asdict(config),
                 "sizes": sizes, "targets": targets, "all_targets_met": all(t["passed"] for t in targets),
+                "quality": quality,
                 "wall_seconds": time.perf_counter() - started}
     finally:
         torch.set_num_threads(threads_before)
@@ -512,9 +620,43 @@ def format_report(results: Mapping[str, Any]) -> str:
         out.append("  none evaluated (every size skipped)")
     if env["quick"]:
         out.append("Quick scale: a few steps on a small, shared CPU; read the ratios as indicative only.")
+    if results.get("quality"):
+        out += ["", *format_quality(results["quality"])]
     out.append(f"Wall time {results['wall_seconds']:.0f} s; load average (1, 5, 15 min) "
                f"{_load(env['load_average_at_start'])} at start, {_load(env['load_average_at_end'])} at end.")
     return "\n".join(out)
+
+
+QUALITY_HEADERS = ["method", "dev MLM loss", "drift (cos)", "probe last", "downstream acc", "s/step"]
+
+
+def _mean_sd(summary: Mapping[str, Any], metric: str, fmt: str) -> str:
+    mean, sd = summary["mean"][metric], summary["sd"][metric]
+    if mean is None:
+        return "-"
+    return format(mean, fmt) + ("" if sd is None else " +- " + format(sd, fmt))
+
+
+def format_quality(quality: Mapping[str, Any]) -> list[str]:
+    """The quality table and the plain-language verdict of ScTD vs token drop."""
+    spec = quality["spec"]
+    rows = [[label, _mean_sd(s, "dev_mlm_loss", ".3f"), _mean_sd(s, "drift", ".3f"), _mean_sd(s, "probe_last", ".3f"),
+             _mean_sd(s, "downstream_accuracy", ".3f"), _mean_sd(s, "seconds_per_step", ".3f")]
+            for label, s in quality["methods"].items()]
+    out = [f"Quality: tiny BERT pretrained from scratch, {spec['steps']} steps of {spec['batch_size']} x "
+           f"{spec['block_size']} tokens per method, seeds {', '.join(map(str, spec['seeds']))}; ScTD Fi "
+           f"{spec['fi']}, lambda {spec['lam']} (mean +- sd over seeds)", format_table(QUALITY_HEADERS, rows),
+           "drift: Sentence-BERT cosine of the view each method trains on (baseline: masked; others: masked + "
+           "dropped), higher = less semantic loss; probe: linear sentiment probe on the last layer (dev accuracy); "
+           "downstream: sentiment dev accuracy after fine-tuning", "", "Does ScTD beat token drop? (ScTD - token_drop)"]
+    for c in quality["comparison"]:
+        noise = "no noise estimate with one seed" if c["noise"] is None else f"noise {c['noise']:.4f}"
+        verdict = ("better" if c["sctd_better"] else "worse") + (
+            ", outside the noise" if c["outside_noise"] else ", NOT distinguishable from noise")
+        out.append(f"  {c['metric']:<20} {c['difference']:+.4f} ({c['better']} is better): {verdict} ({noise})")
+    out.append("At this scale the models are far from converged: read the differences as what this run measured, "
+               "not as a test of the paper's claims (those need the full run on a GPU).")
+    return out
 
 
 # ============================================================================ 7. command line
@@ -525,6 +667,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(BERT-base skipped if the estimate exceeds 4 minutes)")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="FILE", help=f"JSON results (default {DEFAULT_OUT})")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    parser.add_argument("--no-quality", action="store_true",
+                        help="skip the quality comparison (ScTD vs token drop vs baseline pretraining)")
+    parser.add_argument("--quality-steps", type=_int_at_least(1), metavar="N",
+                        help="pretraining steps per method in the quality comparison (quick: 150, full: 2000)")
+    parser.add_argument("--quality-seeds", type=_int_at_least(1), metavar="N",
+                        help="seeds 0 .. N-1 for the quality comparison (quick: 1, full: 3)")
     parser.add_argument("--threads", type=_int_at_least(1), metavar="N",
                         help="torch CPU threads, fixed for the whole run (default: 1 with --quick, else "
                              "torch's current setting)")
@@ -536,6 +684,15 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
     overrides = {name: getattr(args, name) for name in ("device", "threads") if getattr(args, name) is not None}
     config = (quick_config if args.quick else full_config)(**overrides)
+    if getattr(args, "no_quality", False):
+        config.quality = None
+    elif config.quality is not None:
+        changes = {}
+        if getattr(args, "quality_steps", None) is not None:
+            changes["steps"] = args.quality_steps
+        if getattr(args, "quality_seeds", None) is not None:
+            changes["seeds"] = tuple(range(args.quality_seeds))
+        config.quality = QualitySpec(**{**asdict(config.quality), **changes})
     get_device(config.device)  # --device cuda without CUDA: a clear error now
     return config
 
@@ -554,6 +711,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["HELP", "BenchConfig", "SizeSpec", "add_arguments", "analytic_flops_ratios", "base_size",
+__all__ = ["HELP", "BenchConfig", "QualitySpec", "SizeSpec", "compare_sctd", "format_quality", "run_quality", "add_arguments", "analytic_flops_ratios", "base_size",
            "evaluate_targets", "format_report", "full_config", "quick_config", "run", "run_benchmark", "step_time",
            "tiny_size"]
