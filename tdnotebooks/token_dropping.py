@@ -499,9 +499,11 @@ def flops_ratio(num_layers: int, start_layer: int, end_layer: int, keep_fraction
     num_predictions masked positions (transform 2mh^2 + projection 2mhV) costs the same in both and
     enters both sides; embeddings are ignored. intermediate_size defaults to 4 * hidden_size.
     """
-    for name, value in (("num_layers", num_layers), ("seq_len", seq_len), ("hidden_size", hidden_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    for name, value, low in (("num_layers", num_layers, 1), ("seq_len", seq_len, 1), ("hidden_size", hidden_size, 1),
+                             ("intermediate_size", 1 if intermediate_size is None else intermediate_size, 1),
+                             ("num_predictions", num_predictions, 0), ("vocab_size", vocab_size, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     TokenDroppingConfig(keep_fraction=keep_fraction, start_layer=start_layer,
                         end_layer=end_layer).layer_range(num_layers)
     n, h = seq_len, hidden_size

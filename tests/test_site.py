@@ -74,3 +74,34 @@ def test_site_builds_a_page_per_notebook(built_site):
                      if line.startswith("# "))
         assert title.split(":")[0] in index                                        # listed on the landing page
         assert "Traceback (most recent call last)" not in page.read_text()        # no error output rendered
+
+
+CARTESIAN = {"bar", "scatter", "scattergl", "histogram", "box", "violin", "heatmap"}
+
+
+def _untitled_axes(figure: dict) -> list[str]:
+    """Axes of cartesian traces that lack a title (every figure needs axis titles with units)."""
+    layout, missing = figure.get("layout", {}), []
+    for trace in figure.get("data", []):
+        if trace.get("type", "scatter") not in CARTESIAN:
+            continue
+        for letter in ("x", "y"):
+            ref = trace.get(f"{letter}axis", letter)
+            axis = layout.get(f"{letter}axis{ref[1:]}", {})
+            title = axis.get("title", {})
+            text = title.get("text") if isinstance(title, dict) else title
+            if not text and axis.get("showticklabels") is not False and f"{letter}axis{ref[1:]}" not in missing:
+                missing.append(f"{letter}axis{ref[1:]}")
+    return missing
+
+
+def test_every_figure_of_the_executed_notebooks_has_axis_titles(built_site):
+    problems = []
+    for page in sorted(built_site.glob("*.ipynb")):
+        nb = nbformat.read(str(page), as_version=4)
+        for index, cell in enumerate(nb.cells):
+            for output in cell.get("outputs", []):
+                figure = output.get("data", {}).get(PLOTLY_MIME)
+                if figure and _untitled_axes(figure):
+                    problems.append(f"{page.name} cell {index}: {', '.join(_untitled_axes(figure))} without title")
+    assert not problems, "\n".join(problems)

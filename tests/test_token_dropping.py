@@ -369,6 +369,29 @@ def test_flops_ratio_by_hand():
     assert 0.73 < flops_ratio(12, 5, 11, 0.5, 512, 768) < 0.75   # about the paper's 25% saving
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(intermediate_size=-5), "intermediate_size must be an int >= 1, got -5"),
+    (dict(num_predictions=-1), "num_predictions must be an int >= 0, got -1"),
+    (dict(vocab_size=2.5), "vocab_size must be an int >= 0, got 2.5"),
+    (dict(seq_len=0), "seq_len must be an int >= 1, got 0"),
+])
+def test_flops_ratio_bad_arguments(kwargs, match):
+    settings = dict(num_layers=4, start_layer=1, end_layer=3, keep_fraction=0.5, seq_len=8, hidden_size=2)
+    with pytest.raises(ValueError, match=match):
+        flops_ratio(**{**settings, **kwargs})
+
+
+def test_select_accepts_a_generator_and_inputs_on_their_own_device(make_mlm, wordpiece):
+    td = TokenDroppingBert(make_mlm(), TokenDroppingConfig(keep_fraction=0.5, selection="random"),
+                           wordpiece.all_special_ids, pad_token_id=wordpiece.pad_token_id)
+    ids = torch.tensor([[101, 2023, 2003, 1037, 2204, 3185, 102]])
+    masked = torch.zeros_like(ids, dtype=torch.bool)
+    a = td.select(ids, torch.ones_like(ids), masked, generator=torch.Generator().manual_seed(3))
+    b = td.select(ids, torch.ones_like(ids), masked, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.indices, b.indices) and a.indices.device == ids.device
+    assert {0, 6} <= set(a.indices[0][a.valid[0]].tolist())          # [CLS] and [SEP] always kept
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Distributed: every rank ends with the same table (gloo, 2 CPU processes)
 # ----------------------------------------------------------------------------------------------------------

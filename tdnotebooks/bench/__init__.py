@@ -39,7 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: the command line) and run the chosen sub-command."""
     args = build_parser().parse_args(argv)
+    _quiet_library_progress_bars()
     return int(args.run(args) or 0)
+
+
+def _quiet_library_progress_bars() -> None:
+    """The report goes to stdout; datasets' map and transformers' weight-loading bars would only clutter it."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]

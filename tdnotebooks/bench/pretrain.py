@@ -651,7 +651,8 @@ def format_quality(quality: Mapping[str, Any]) -> list[str]:
            "downstream: sentiment dev accuracy after fine-tuning", "", "Does ScTD beat token drop? (ScTD - token_drop)"]
     for c in quality["comparison"]:
         noise = "no noise estimate with one seed" if c["noise"] is None else f"noise {c['noise']:.4f}"
-        verdict = ("better" if c["sctd_better"] else "worse") + (
+        direction = "equal" if c["difference"] == 0 else ("better" if c["sctd_better"] else "worse")
+        verdict = direction + (
             ", outside the noise" if c["outside_noise"] else ", NOT distinguishable from noise")
         out.append(f"  {c['metric']:<20} {c['difference']:+.4f} ({c['better']} is better): {verdict} ({noise})")
     out.append("At this scale the models are far from converged: read the differences as what this run measured, "
