@@ -24,6 +24,7 @@ def test_numpy_numbers_and_unhashable_answers():
     import numpy as np
 
     assert check_number(np.int64(3), 3, "x", "h") and check_number(np.float32(0.25), 0.25, "x", "h")
+    assert not check_number(10**400, 1.0, "x", "too big")                      # no OverflowError
     for bad in ([1], {"a": 1}):
         assert not check_choice(bad, "a", ("a", "b"), "x", "h")
 

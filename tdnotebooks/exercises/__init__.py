@@ -49,8 +49,13 @@ def check_number(answer: Any, expected: float, what: str, hint: str, rel_tol: fl
     """Right when ``answer`` is a number within rel_tol (or abs_tol) of ``expected``."""
     if answer is None:
         return unanswered(what)
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real) or math.isnan(float(answer)):
+    try:
+        value = float(answer) if isinstance(answer, numbers.Real) and not isinstance(answer, bool) else math.nan
+    except OverflowError:
+        value = math.inf
+    if math.isnan(value):
         return Feedback(False, f"expected a number ({what}), got {answer!r}")
+    answer = value
     if math.isclose(float(answer), float(expected), rel_tol=rel_tol, abs_tol=abs_tol):
         return Feedback(True, f"{what} = {expected:.6g}. {explain}".strip())
     return Feedback(False, hint)
