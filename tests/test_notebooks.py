@@ -63,3 +63,43 @@ def test_readme_lists_every_notebook_and_ci_runs_its_test_command():
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command.group(1) in ci_lines and "pip install torch==2.13.0" in ci_lines
     assert "pip install torch==2.13.0" in readme
+
+
+MECHANISM_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] != "00"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_teaching_layer_objectives_and_summary(path):
+    markdown = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
+    opening = " ".join(markdown[:3]).lower()
+    assert "you will" in opening or "objectives" in opening, "open with what the learner will be able to do"
+    assert any(re.search(r"^## Summary", m, re.M) for m in markdown[-3:]), "end with a short ## Summary"
+
+
+@pytest.mark.parametrize("path", MECHANISM_NOTEBOOKS, ids=lambda p: p.name)
+def test_mechanism_notebooks_have_three_checked_exercises(path):
+    cells = nbformat.read(path, as_version=4).cells
+    checks = [c for c in cells if c.cell_type == "code" and re.search(r"^\s*check_\w+\(", c.source, re.M)]
+    assert len(checks) >= 3, "at least three exercises a learner can check in the notebook"
+    source = "\n".join(c.source for c in cells if c.cell_type == "code")
+    assert "from tdnotebooks.exercises" in source, "the checks come from the package (tested solutions)"
+
+
+def test_every_check_has_a_tested_solution():
+    import importlib
+    import pkgutil
+
+    import tdnotebooks.exercises as exercises
+
+    modules = [m.name for m in pkgutil.iter_modules(exercises.__path__)]
+    assert modules, "no exercise modules"
+    for name in modules:
+        module = importlib.import_module(f"tdnotebooks.exercises.{name}")
+        checks = [f for f, obj in vars(module).items()                  # defined here, not imported
+                  if f.startswith("check_") and getattr(obj, "__module__", None) == module.__name__]
+        assert checks, f"{name} defines no check_ functions"
+        for check in checks:
+            assert hasattr(module, "solution_" + check.removeprefix("check_")), f"{name}.{check} has no solution_"
+        tests = ROOT / "tests" / f"test_exercises_{name}.py"
+        assert tests.exists(), f"{name}: its solutions need tests in {tests.name}"
+        assert all(check in tests.read_text() for check in checks), f"{tests.name} must exercise every check_"
