@@ -74,6 +74,7 @@ def test_ablation_chart_reports_accuracy_steps_padding_and_time():
     assert padding == pytest.approx([5, 10]) and seconds == [4, 4]
     assert not [t for t in fig.data if t.type == "scatter"]  # one seed: no seed dots
     assert all(fig.layout[f"yaxis{k}"].title.text for k in ("", 2, 3, 4)) and fig.layout.title.text
+    assert all(fig.layout[f"xaxis{k}"].title.text == "setting" for k in ("", 2, 3, 4))
     low, high = fig.layout.yaxis.range
     assert low <= 60 and high >= 80
 
