@@ -379,6 +379,12 @@ def downstream(model: Any, tokenizer: Any, task: str = "rt_sentiment", train_siz
 QUALITY_METRICS = ("dev_mlm_loss", "drift", "probe_last", "downstream_accuracy", "seconds_per_step")
 
 
+def _mean_step_seconds(steps: Sequence[Mapping[str, Any]]) -> float:
+    """Mean model-step time, leaving out step 0 (allocator and AdamW state warm-up) when there are others."""
+    timed = steps[1:] if len(steps) > 1 else steps
+    return float(np.mean([s["seconds"] for s in timed]))
+
+
 def compare_pretraining(methods: Mapping[str, Mapping[str, Any]], config: Any = None, *, sbert: Any = None,
                         drift_texts: Sequence[str] | None = None,
                         probe_data: tuple[Sequence[str], Sequence[int], Sequence[str], Sequence[int]] | None = None,
@@ -389,7 +395,8 @@ def compare_pretraining(methods: Mapping[str, Mapping[str, Any]], config: Any = 
     methods: {label: PretrainConfig overrides}, e.g. ``{"token drop": {"mode": "token_drop"},
     "ScTD": {"mode": "sctd", "fi": 10}}``; every run starts from ``config`` (a PretrainConfig; its seed is
     replaced by each of ``seeds``, so all methods of one seed share the initial weights and the data order).
-    Per run: ``dev_mlm_loss`` (full model, the last evaluation), ``seconds_per_step`` (mean model step),
+    Per run: ``dev_mlm_loss`` (full model, the last evaluation), ``seconds_per_step`` (mean model step, step 0
+    left out as warm-up),
     ``drift`` (mean Sentence-BERT cosine of the view the method trains on: "masked" for runs that drop
     nothing, "masked_dropped" otherwise; needs sbert and drift_texts), ``probe`` (per-layer dev accuracy of a
     linear sentiment probe on mean-pooled layers, and ``probe_last``; needs probe_data = (train texts, train
@@ -428,7 +435,7 @@ def compare_pretraining(methods: Mapping[str, Mapping[str, Any]], config: Any = 
             dropping = history.config["mode"] != "baseline"
             run: dict[str, Any] = {
                 "seed": seed, "dev_mlm_loss": history.dev_losses[-1] if history.evals else None,
-                "seconds_per_step": history.train_seconds / len(history.steps), "losses": history.losses,
+                "seconds_per_step": _mean_step_seconds(history.steps), "losses": history.losses,
                 "evals": history.evals, "drift": None, "probe": None, "probe_last": None,
                 "downstream_accuracy": None}
             if sbert is not None:

@@ -314,7 +314,7 @@ class PretrainObjective(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, step: int,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict, Any]:
         if self.mode == "sctd":
-            out = sctd_loss(self.td, input_ids, attention_mask, labels, step, self.sctd)
+            out = sctd_loss(self.td, input_ids, attention_mask, labels, step, self.sctd, generator=generator)
             terms = {"mlm_dropped": out.mlm_dropped, "mlm_full": out.mlm_full, "kl_global": out.kl_global,
                      "kl_local": out.kl_local}
             return out.total, {k: v for k, v in terms.items() if v is not None}, out.dropped

@@ -289,3 +289,10 @@ def test_compare_pretraining_measures_drift_and_probes(wordpiece, sbert):
 def test_compare_pretraining_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         compare_pretraining(**kwargs)
+
+
+def test_seconds_per_step_leaves_out_the_warm_up_step():
+    from tdnotebooks.analysis import _mean_step_seconds
+
+    assert _mean_step_seconds([{"seconds": 9.0}, {"seconds": 1.0}, {"seconds": 2.0}]) == 1.5
+    assert _mean_step_seconds([{"seconds": 4.0}]) == 4.0
