@@ -88,7 +88,8 @@ class CorruptedView:
 def mask_count(num_maskable: int, mask_prob: float) -> int:
     """Word pieces masked in a sentence: round(mask_prob * num_maskable), at least 1, at most num_maskable.
 
-    The rule of BERT's data pipeline and of :func:`tdnotebooks.pretrain.mask_tokens`.
+    The rule of BERT's data pipeline and of :func:`tdnotebooks.pretrain.mask_tokens`. Halves round to the
+    even number (Python's and torch's rounding): 30 pieces at 0.15 (4.5) mask 4, 10 pieces (1.5) mask 2.
     """
     return min(max(round(mask_prob * num_maskable), 1), num_maskable)
 
