@@ -76,6 +76,7 @@ def test_views_are_deterministic_per_seed(wordpiece, td):
 def test_mask_count_rule():
     assert [mask_count(n, 0.15) for n in (1, 3, 10, 20, 40)] == [1, 1, 2, 3, 6]
     assert mask_count(2, 0.9) == 2            # at most every maskable piece
+    assert mask_count(30, 0.15) == 4 and mask_count(50, 0.15) == 8   # 4.5 -> 4, 7.5 -> 8: halves to even
 
 
 def test_masked_view_masks_round_15_percent(wordpiece, td):
