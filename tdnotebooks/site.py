@@ -34,6 +34,12 @@ PLOTLY_JS = "assets/plotly.min.js"
 NOTEBOOK_NAME = re.compile(r"^\d\d_.+\.ipynb$")
 
 
+def executed_dir(root: Path) -> Path:
+    """Where executed copies of the notebooks live: ``$TDN_EXECUTED_DIR`` or ``<root>/build/executed``
+    (the test run writes them there, :func:`build_site` reads them)."""
+    return Path(os.environ.get("TDN_EXECUTED_DIR", Path(root) / "build" / "executed"))
+
+
 def notebook_paths(notebooks_dir: Path) -> list[Path]:
     """The course notebooks (``NN_name.ipynb``) in order."""
     paths = sorted(p for p in Path(notebooks_dir).glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
@@ -67,13 +73,13 @@ def execute_notebook(source: Path, target: Path, timeout: int = 600) -> None:
     nbformat.write(nb, str(target))
 
 
-def executed_copy(source: Path, executed_dir: Path, execute_missing: bool = True) -> Path:
+def executed_copy(source: Path, folder: Path, execute_missing: bool = True) -> Path:
     """The executed copy of ``source``: the test run's if it is newer than the notebook, else a new one."""
-    target = Path(executed_dir) / source.name
+    target = Path(folder) / source.name
     if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
         return target
     if not execute_missing:
-        raise FileNotFoundError(f"no executed copy of {source.name} in {executed_dir} newer than the notebook")
+        raise FileNotFoundError(f"no executed copy of {source.name} in {folder} newer than the notebook")
     print(f"executing {source.name} ...", file=sys.stderr)
     execute_notebook(source, target)
     return target
@@ -127,11 +133,11 @@ def mkdocs_config(pages: dict[str, str], site_dir: Path) -> dict[str, Any]:
     }
 
 
-def build_site(root: Path = Path("."), out: Path | None = None, executed_dir: Path | None = None,
+def build_site(root: Path = Path("."), out: Path | None = None, executed: Path | None = None,
                execute_missing: bool = True, glossary: str | None = None) -> Path:
     """Build the site of ``root/notebooks`` into ``out`` (default ``root/build/site``); returns ``out``.
 
-    executed_dir: where executed copies are looked for / written (default ``root/build/executed``).
+    executed: where executed copies are looked for / written (default :func:`executed_dir`).
     execute_missing=False raises FileNotFoundError instead of executing a notebook without a fresh copy.
     glossary: Markdown appended to the landing page (default: the README's glossary section, if any).
     """
@@ -141,7 +147,7 @@ def build_site(root: Path = Path("."), out: Path | None = None, executed_dir: Pa
 
     root = Path(root).resolve()
     out = Path(out).resolve() if out else root / "build" / "site"
-    executed_dir = Path(executed_dir) if executed_dir else root / "build" / "executed"
+    executed = Path(executed) if executed else executed_dir(root)
     work = root / "build" / "site-src"
     shutil.rmtree(work, ignore_errors=True)
     (work / "docs" / "assets").mkdir(parents=True)
@@ -149,7 +155,7 @@ def build_site(root: Path = Path("."), out: Path | None = None, executed_dir: Pa
 
     titles = {}
     for source in notebook_paths(root / "notebooks"):
-        nb = nbformat.read(str(executed_copy(source, executed_dir, execute_missing)), as_version=4)
+        nb = nbformat.read(str(executed_copy(source, executed, execute_missing)), as_version=4)
         plotly_outputs_to_html(nb, PLOTLY_JS)
         nbformat.write(nb, str(work / "docs" / source.name))
         titles[source.name] = _title(nb, source.stem)

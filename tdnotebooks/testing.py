@@ -31,13 +31,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tdnotebooks.site import executed_dir  # noqa: E402
+
 WIDGET_STATE_CODE = ("import json as _tdn_json, ipywidgets as _tdn_widgets\n"
                      "print(_tdn_json.dumps(_tdn_widgets.Widget.get_manager_state(drop_defaults=True)))")
-
-
-def executed_dir(root: Path) -> Path:
-    """Where executed copies of the notebooks go: ``$TDN_EXECUTED_DIR`` or ``<root>/build/executed``."""
-    return Path(os.environ.get("TDN_EXECUTED_DIR", root / "build" / "executed"))
 
 
 def _is_nbval_cell(item: pytest.Item) -> bool:

@@ -3,6 +3,18 @@
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests: with several threads on a busy machine every op
+    waits on the others (up to 40x slower). Modules opt in with ``pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def wordpiece():
     from tdnotebooks.models import load_tokenizer

@@ -33,12 +33,7 @@ SIZE = SizeSpec(name="mini", num_layers=4, hidden_size=32, num_heads=2, intermed
                 batch_size=4, timed_steps=2, warmup_steps=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one CPU thread
 
 
 @pytest.fixture(scope="module")

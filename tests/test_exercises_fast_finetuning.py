@@ -4,6 +4,7 @@ None, survives a wrong type, and every solution agrees with an independent compu
 import math
 
 import pytest
+from exercise_asserts import assert_behaves
 
 from tdnotebooks.exercises.fast_finetuning import (
     BUCKET_PROFILE,
@@ -26,19 +27,6 @@ STATS = PaddingStats(real_tokens=1_200, slot_tokens=2_000, num_batches=10)
 LENGTHS = [12] * 40 + [17] * 25 + [22] * 9
 
 
-def _assert_behaves(check, right, wrong, *args, **kwargs):
-    """The four behaviours every check must have."""
-    feedback = check(right, *args, **kwargs)
-    assert feedback and feedback.correct and feedback.answered, feedback
-    feedback = check(wrong, *args, **kwargs)
-    assert not feedback and feedback.answered
-    none = check(None, *args, **kwargs)
-    assert not none and not none.answered and "replace None" in none.message
-    for bad in ("three", {"a": 1}, object()):
-        assert check(bad, *args, **kwargs).correct is False
-    return feedback.message
-
-
 # ------------------------------------------------------------------------- Exercise 1: Algorithm 3
 def test_tokens_to_drop_equals_length_minus_shortest():
     lengths = (23, 21, 25, 22)
@@ -47,7 +35,7 @@ def test_tokens_to_drop_equals_length_minus_shortest():
 
 
 def test_check_tokens_to_drop():
-    hint = _assert_behaves(check_tokens_to_drop, [2, 0, 4, 1], [0, 2, 0, 3])
+    hint = assert_behaves(check_tokens_to_drop, [2, 0, 4, 1], [0, 2, 0, 3])
     assert "cardinality(sample) - min_seq_len(batch)" in hint
     assert not check_tokens_to_drop([2, 0, 4]).correct  # one int per sequence
     assert not check_tokens_to_drop([2.0, 0, 4, 1]).correct and "list of 4 ints" in check_tokens_to_drop(
@@ -67,7 +55,7 @@ def test_padding_left_by_hand():
 
 
 def test_check_padding_left():
-    hint = _assert_behaves(check_padding_left, 6, 0)
+    hint = assert_behaves(check_padding_left, 6, 0)
     assert "cannot drop more stopwords than it has" in hint
     assert "3 padding slots" in check_padding_left(6).message  # the explanation names the reachable variant
 
@@ -83,7 +71,7 @@ def test_ideal_speedup_is_slots_over_real():
 
 
 def test_check_ideal_speedup():
-    hint = _assert_behaves(check_ideal_speedup, 2000 / 1200, 1200 / 2000, STATS)
+    hint = assert_behaves(check_ideal_speedup, 2000 / 1200, 1200 / 2000, STATS)
     assert "divide" in hint
     assert check_ideal_speedup(1.67, STATS)  # two decimals are close enough
     assert not check_ideal_speedup(0.4, STATS)  # the padding fraction is not the speed-up
@@ -104,7 +92,7 @@ def test_steps_per_epoch_by_hand():
 
 
 def test_check_steps_per_epoch():
-    hint = _assert_behaves(check_steps_per_epoch, 6, 5)
+    hint = assert_behaves(check_steps_per_epoch, 6, 5)
     assert "min(HWCap, base x 2^epoch)" in hint and "RBM" in hint
     assert check_steps_per_epoch(10, epoch=0)
 
@@ -121,7 +109,7 @@ def test_lrm_lr_by_hand():
 
 def test_check_lrm_lr():
     expected = 5e-4 * 10 / 36 * math.sqrt(13 / 8)
-    hint = _assert_behaves(check_lrm_lr, expected, 5e-4 * 10 / 36)  # forgetting LRM is wrong
+    hint = assert_behaves(check_lrm_lr, expected, 5e-4 * 10 / 36)  # forgetting LRM is wrong
     assert "sqrt(batch size / base batch size)" in hint
     assert not check_lrm_lr(5e-4 * math.sqrt(13 / 8))  # forgetting the schedule is wrong too
     assert check_lrm_lr(2.5e-4, step=2, batch_size=8)
@@ -134,6 +122,6 @@ def test_scaling_one_keeps_the_steps():
 
 
 def test_check_scaling_one():
-    hint = _assert_behaves(check_scaling_one, "The same ", "fewer", LENGTHS, 8, 256)
+    hint = assert_behaves(check_scaling_one, "The same ", "fewer", LENGTHS, 8, 256)
     assert "1^epoch" in hint
     assert "answer one of" in check_scaling_one("half", LENGTHS, 8, 256).message

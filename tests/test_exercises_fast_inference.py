@@ -4,6 +4,7 @@ None, survives a wrong type, and every solution agrees with an independent compu
 import math
 
 import pytest
+from exercise_asserts import assert_behaves
 
 from tdnotebooks.exercises.fast_inference import (
     SENTENCE,
@@ -24,19 +25,6 @@ TEXTS = ["The plot is thin, but the acting is so good.", "A film of great beauty
          "Painful."]
 
 
-def _assert_behaves(check, right, wrong, *args, **kwargs):
-    """The four behaviours every check must have."""
-    feedback = check(right, *args, **kwargs)
-    assert feedback and feedback.correct and feedback.answered, feedback
-    feedback = check(wrong, *args, **kwargs)
-    assert not feedback and feedback.answered
-    none = check(None, *args, **kwargs)
-    assert not none and not none.answered and "replace None" in none.message
-    for bad in ([1], {"a": 1}, object()):
-        assert check(bad, *args, **kwargs).correct is False
-    return feedback.message
-
-
 # ------------------------------------------------------------------------- Exercise 1: tokens left
 def test_tokens_left_by_hand(wordpiece):
     # [CLS] the plot is thin , but the acting is so good that you will not care about the ending . [SEP]
@@ -50,7 +38,7 @@ def test_tokens_left_by_hand(wordpiece):
 
 
 def test_check_tokens_left(wordpiece):
-    hint = _assert_behaves(check_tokens_left, 16, 22, wordpiece)
+    hint = assert_behaves(check_tokens_left, 16, 22, wordpiece)
     assert "round(rate x n)" in hint
     assert not check_tokens_left(17, wordpiece) and check_tokens_left(10, wordpiece, rate=1.0)
 
@@ -68,7 +56,7 @@ def test_server_batches_by_hand():
 
 
 def test_check_server_batches():
-    hint = _assert_behaves(check_server_batches, 6, 4)
+    hint = assert_behaves(check_server_batches, 6, 4)
     assert "HWCap = token budget // the longest length" in hint and "RBM" in hint
     assert check_server_batches(2, lengths=[8, 60, 61], token_budget=128)
 
@@ -81,7 +69,7 @@ def test_throughput_choice_counts_slots_and_batches():
 
 
 def test_check_throughput_choice():
-    hint = _assert_behaves(check_throughput_choice, " B", "c")
+    hint = assert_behaves(check_throughput_choice, " B", "c")
     assert "Is padding free?" in hint
     assert "answer one of" in check_throughput_choice("d").message
 
@@ -99,5 +87,5 @@ def test_length_cut_by_hand(wordpiece):
 
 def test_check_length_cut(wordpiece):
     cut = solution_length_cut(wordpiece, TEXTS)
-    hint = _assert_behaves(check_length_cut, round(cut, 3), cut * 100, wordpiece, TEXTS)  # a percentage is not
+    hint = assert_behaves(check_length_cut, round(cut, 3), cut * 100, wordpiece, TEXTS)  # a percentage is not
     assert "slider" in hint and "a fraction" in hint

@@ -11,13 +11,7 @@ from tdnotebooks.tokendrop import TokenDrop, prepare
 MAX_LENGTH = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny forward passes: one thread is as fast, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one CPU thread
 
 
 @pytest.fixture(scope="module")

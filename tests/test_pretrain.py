@@ -25,13 +25,7 @@ SMALL = dict(steps=6, batch_size=4, block_size=32, num_layers=4, hidden_size=32,
              max_texts=200, eval_every=3, eval_blocks=8, eval_batch_size=8, fi=2, device="cpu", progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: with several threads on a busy machine every op waits on the others (40x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one CPU thread
 
 
 def run(wordpiece, stop_after=None, **settings):

@@ -25,13 +25,7 @@ from tdnotebooks.token_dropping import (
 # worker (where fork is missing) imports this module too.
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: with several threads on a busy machine every op waits on the others (40x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one CPU thread
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tdnotebooks.bench.finetune import _int_at_least, _load, format_table, write_results
+from tdnotebooks.bench.finetune import _environment, _int_at_least, _load, format_table, write_results
 
 HELP = ("pretraining step time, tokens/s, FLOPs ratio and peak memory: baseline, token_drop, random_drop, "
         "ScTD(Fi) and HF's BertForMaskedLM, at a tiny and at BERT-base size")
@@ -474,21 +474,6 @@ def evaluate_targets(sizes: Mapping[str, Any], target_fi: int) -> list[dict[str,
     return targets
 
 
-def _environment(config: BenchConfig, device: Any) -> dict[str, Any]:
-    import platform
-
-    import torch
-    import transformers
-
-    return {
-        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "python": platform.python_version(), "platform": platform.platform(),
-        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "quick": config.quick,
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
 QUALITY_METHODS = ("baseline", "token_drop", "sctd")
 
 
@@ -508,7 +493,7 @@ def run_quality(spec: QualitySpec, config: BenchConfig, tokenizer: Any, device: 
         steps=spec.steps, batch_size=spec.batch_size, block_size=spec.block_size, max_texts=spec.max_texts,
         keep_fraction=config.keep_fraction, lr=5e-4, eval_every=max(1, spec.steps // 5), progress=False,
         device=device.type, lam=spec.lam, fi=spec.fi)
-    methods = {"baseline": {"mode": "baseline"}, "token_drop": {"mode": "token_drop"}, "sctd": {"mode": "sctd"}}
+    methods = {mode: {"mode": mode} for mode in QUALITY_METHODS}
     runs = compare_pretraining(
         methods, pretrain_config, sbert=load_pretrained(kind="sbert"), drift_texts=list(dev["text"][:spec.drift_size]),
         probe_data=(list(train["text"]), list(train["label"]), list(dev["text"]), list(dev["label"])),
