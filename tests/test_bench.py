@@ -16,8 +16,10 @@ from tdnotebooks.bench.finetune import (
     SERVER_BATCHINGS,
     TARGETS,
     BenchConfig,
+    _prepare_splits,
     evaluate_targets,
     format_report,
+    padding_at_scale,
     quick_config,
     run_benchmark,
     write_results,
@@ -26,14 +28,19 @@ from tdnotebooks.bench.finetune import (
 TASKS = ("rt_sentiment",)  # one task keeps the test fast; the code path is the same for every task
 
 
-@pytest.fixture(scope="module")
-def results():
-    config = BenchConfig(
+def tiny_config(**overrides) -> BenchConfig:
+    settings = dict(
         tasks=TASKS, seeds=1, epochs=1, num_layers=1, freeze_embeddings=True, lr=2e-4, base_batch_size=16,
         token_budget=1024, server_token_budget=1024, max_length=48,  # 48: a few sequences get truncated
         train_examples={"rt_sentiment": 64}, dev_examples={"rt_sentiment": 32}, test_examples={"rt_sentiment": 24},
-        latency_examples=4, server_repeats=1, device="cpu", threads=1, progress=False)
-    return run_benchmark(config)
+        latency_examples=4, server_repeats=1, device="cpu", threads=1, progress=False,
+        scale_check=False)  # the whole-split pass has its own tests below (it takes ~20 s)
+    return BenchConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def results():
+    return run_benchmark(tiny_config())
 
 
 def test_json_structure(results, tmp_path):
@@ -125,6 +132,34 @@ def test_evaluate_targets_on_hand_made_numbers():
                         "speedup_over_group_by_length": False, "accuracy_minus_baseline_points": False}
 
 
+def test_padding_at_scale_reproduces_the_padding_of_the_training_runs(results, wordpiece):
+    """The batching-only pass builds the very batches training fed the model: same real and slot tokens."""
+    config = tiny_config()
+    train = _prepare_splits("rt_sentiment", config, wordpiece)["train"]
+    variants = padding_at_scale(train, wordpiece.pad_token_id, seeds=config.seeds, epochs=config.epochs,
+                                token_budget=config.token_budget, base_batch_size=config.base_batch_size)
+    methods = results["tasks"]["rt_sentiment"]["methods"]
+    for name in ("random", "bucket", "tokendrop_bucket"):
+        v, m = variants[name], methods[name]
+        assert (v["real_tokens"], v["slot_tokens"], v["num_batches"]) == (m["real_tokens"], m["slot_tokens"],
+                                                                       m["num_batches"])
+        assert v["padding_fraction_per_epoch"] == [pytest.approx(v["padding_fraction"])]  # one epoch
+    written = variants["tokendrop_bucket_as_written"]
+    assert written["real_tokens"] < methods["bucket"]["real_tokens"]  # it drops stopwords too
+
+    # the padding target reads the whole-split pass when there is one, and says so
+    scaled = {"rt_sentiment": {**results["tasks"]["rt_sentiment"],
+                               "padding_at_scale": {"train_examples": len(train), "variants": variants,
+                                                    "settings": {"seeds": 1, "epochs": 1, "token_budget": 1024,
+                                                                 "base_batch_size": 16}}}}
+    padding = next(t for t in evaluate_targets(scaled) if t["target"] == "padding_fraction")
+    assert padding["value"] == variants["tokendrop_bucket"]["padding_fraction"]
+    assert padding["measured_on"] == "whole training split"
+    report = format_report({**results, "tasks": scaled, "targets": evaluate_targets(scaled)})
+    assert "Padding at scale" in report and "tokendrop_bucket_as_written" in report
+    assert "(whole training split)" in report
+
+
 @pytest.mark.parametrize("argv, message", [
     (["finetune", "--seeds", "0"], "argument --seeds: must be an int >= 1, got 0"),
     (["finetune", "--seeds", "two"], "argument --seeds: must be an int >= 1, got 'two'"),
@@ -160,8 +195,9 @@ def test_cli_parses_into_the_quick_config():
     assert config.quick and config.seeds == 2 and config.tasks == ("reviews_long",) and not config.progress
     assert config.epochs == quick_config().epochs and config.threads == quick_config().threads == 1
     assert args.out.endswith(".json")
-    args = build_parser().parse_args(["finetune", "--quick", "--threads", "2"])
-    assert config_from_args(args).threads == 2
+    assert config.scale_check
+    args = build_parser().parse_args(["finetune", "--quick", "--threads", "2", "--no-scale-check"])
+    assert config_from_args(args).threads == 2 and not config_from_args(args).scale_check
 
 
 @pytest.mark.parametrize("kwargs, message", [

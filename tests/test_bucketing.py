@@ -215,6 +215,50 @@ def test_distributed_shards_are_equal_and_cover_the_data(cfg, replicas, drop_las
 
 
 # ---------------------------------------------------------------------------------------------------
+# order_by (TokenDrop + BucketSampler batches by trimmable length)
+# ---------------------------------------------------------------------------------------------------
+
+
+@st.composite
+def configs_with_keys(draw) -> tuple[Config, list[int]]:
+    cfg = draw(configs())
+    keys = draw(st.lists(st.integers(0, 12), min_size=len(cfg.lengths), max_size=len(cfg.lengths)))
+    return cfg, keys
+
+
+@FAST
+@given(case=configs_with_keys())
+def test_order_by_changes_who_shares_a_batch_not_the_batch_sizes(case):
+    """Only the order inside each bucket changes: Algorithm 2's batch sizes (full, residual, merged) stay."""
+    cfg, keys = case
+    sampler = make(cfg, order_by=keys)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(cfg.lengths)))
+    plain = make(cfg).epoch_batches()
+    assert sorted(map(len, batches)) == sorted(map(len, plain))
+    assert list(make(cfg, order_by=keys)) == batches  # still a function of (seed, epoch)
+
+
+@FAST
+@given(case=configs_with_keys())
+def test_order_by_cuts_each_bucket_in_key_order(case):
+    """The stable sort happens before batches are cut: a bucket's batches hold consecutive key ranges."""
+    cfg, keys = case
+    batches = make(cfg, order_by=keys, rbm=False).epoch_batches()
+    for b in range(cfg.num_buckets):
+        mine = sorted(([keys[i] for i in batch] for batch in batches if cfg.bucket(batch[0]) == b), key=min)
+        for low, high in itertools.pairwise(mine):
+            assert max(low) <= min(high)
+
+
+@FAST
+@given(cfg=configs())
+def test_equal_keys_give_algorithm_2_exactly(cfg):
+    assert make(cfg, order_by=[7] * len(cfg.lengths)).epoch_batches() == make(cfg).epoch_batches()
+
+
+# ---------------------------------------------------------------------------------------------------
 # BatchCap, buckets, RBM by hand
 # ---------------------------------------------------------------------------------------------------
 
@@ -319,6 +363,8 @@ def test_state_dict_mismatches_are_rejected():
         BucketSampler([3, 4, 8, 9, 12], base_batch_size=2, seed=5).load_state_dict(state)
     with pytest.raises(ValueError, match="settings"):
         BucketSampler([3, 4, 8, 9, 12], base_batch_size=3).load_state_dict(state)
+    with pytest.raises(ValueError, match="order_by"):
+        BucketSampler([3, 4, 8, 9, 12], base_batch_size=2, order_by=[1, 0, 1, 0, 1]).load_state_dict(state)
     with pytest.raises(ValueError, match="rank"):
         BucketSampler([3, 4, 8, 9, 12], base_batch_size=2, num_replicas=2, rank=1).load_state_dict(state)
     with pytest.raises(ValueError, match="batches_yielded"):
@@ -368,6 +414,8 @@ GOOD = dict(lengths=[1, 5, 9, 12])
     (dict(num_replicas=2, rank=2), r"rank must be an int \[0, 1\]"),
     (dict(rank=-1), r"rank must be an int \[0, 0\]"),
     (dict(batch_cap=False), r"batch_cap=False .* hwcap .* token_budget"),
+    (dict(order_by=[1, 2, 3]), r"order_by must be a flat sequence of ints, one per example \(4\)"),
+    (dict(order_by=[1.0, 2.0, 3.0, 4.0]), r"order_by must be a flat sequence of ints"),
 ])
 def test_bad_input_gives_one_clear_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -25,6 +25,7 @@ from tdnotebooks.tokendrop import (
     find_stopwords,
     highlight_dropped,
     prepare,
+    reachable_lengths,
     remove_articles_and_punctuation,
     split_words,
     stopword_set,
@@ -337,6 +338,26 @@ def test_bucket_collator_trims_to_the_shortest_and_removes_padding(rt_wp, wordpi
     assert reachable.dropped_tokens < shortest.dropped_tokens
     shortest.reset_stats()
     assert shortest.stats.slot_tokens == 0 and shortest.dropped_tokens == 0
+
+
+def test_reachable_lengths_subtract_every_droppable_stopword_token(rt_wp):
+    data = rt_wp.select(range(300))
+    full = reachable_lengths(data, TokenDrop(mode="to_length"))
+    assert full == [len(ids) - sum(e - s for s, e in spans)
+                    for ids, spans in zip(data["input_ids"], data["stopword_spans"], strict=True)]
+    keep = reachable_lengths(data, TokenDrop(mode="to_length", keep_pronouns=True))
+    pronoun_tokens = [sum(e - s for (s, e), p in zip(spans, flags, strict=True) if p)
+                      for spans, flags in zip(data["stopword_spans"], data["stopword_is_pronoun"], strict=True)]
+    assert [k - f for k, f in zip(keep, full, strict=True)] == pronoun_tokens and any(pronoun_tokens)
+    assert reachable_lengths(data, TokenDrop(mode="to_length", enabled=False)) == data["length"]
+    # it is the length TokenDrop really gets to when asked for less than it can give
+    drop = TokenDrop(mode="to_length", seed=3)
+    for row, floor in zip(data.select(range(40)), full, strict=False):
+        assert len(drop.apply(row, epoch=0, target_length=1).input_ids) == floor
+    with pytest.raises(ValueError, match="token_drop must be a TokenDrop"):
+        reachable_lengths(data, 0.5)
+    with pytest.raises(ValueError, match="data must be a split from tdnotebooks.tokendrop.prepare"):
+        reachable_lengths(load_task("rt_sentiment")["dev"], TokenDrop(mode="to_length"))
 
 
 def test_bucket_collator_bpe_and_disabled(rt_bpe, bpe):

@@ -24,6 +24,11 @@ Definitions (every figure of the table; ``BENCHMARKS.md`` beside this file expla
   minus its dev evaluations): on a CPU shared with other work, wall time also counts the waiting.
 - collate fraction: seconds spent inside the batch collator / training seconds. For
   ``"tokendrop_bucket"`` the collator is the TokenDrop one: this is the TokenDrop overhead.
+- padding at scale: the padding of each batching over the *whole* training split with the full run's
+  batching settings (token budget 8192, base batch 32, 3 epochs), made by the very sampler and collator
+  of training but without a model (:func:`padding_at_scale`): seconds even on a CPU, and what the
+  padding target is checked on (with ``--quick`` the training subsets are too small to say anything
+  about padding: almost every batch is a merged residual).
 
 Timing fairness: one process, torch threads fixed for the whole run, a warm-up forward/backward on each
 fresh model copy before its timed run, method order reversed on odd seeds.
@@ -53,6 +58,15 @@ PAPER_METHOD = "tokendrop_bucket"
 INFERENCE_RATES = (0.0, 0.5, 1.0)
 SERVER_BATCHINGS = ("random", "bucketed", "bucketed_tokendrop")
 DEFAULT_OUT = "bench-results/finetune.json"
+
+# Batchings compared by the padding-at-scale pass: name -> FinetuneConfig fields.
+SCALE_VARIANTS: dict[str, dict[str, Any]] = {
+    "random": {"method": "random"},
+    "bucket": {"method": "bucket"},
+    "tokendrop_bucket_as_written": {"method": "tokendrop_bucket", "order_by_reachable": False,
+                                    "trim_to": "shortest"},
+    "tokendrop_bucket": {"method": "tokendrop_bucket"},
+}
 
 # The targets checked for TokenDrop + BucketSampler on every task: (name, comparison, threshold).
 TARGETS = (
@@ -94,6 +108,7 @@ class BenchConfig:
     threads: int | None = None             # None: torch's current number of threads
     quick: bool = False
     progress: bool = True
+    scale_check: bool = True               # padding of every batching over the whole training splits
 
     def __post_init__(self) -> None:
         self.tasks, self.methods = tuple(self.tasks), tuple(self.methods)
@@ -309,6 +324,42 @@ def summarize(runs: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict
     return totals
 
 
+def padding_at_scale(train: Any, pad_token_id: int, *, seeds: int, epochs: int, token_budget: int,
+                     base_batch_size: int, variants: Mapping[str, Mapping[str, Any]] = SCALE_VARIANTS,
+                     ) -> dict[str, dict[str, Any]]:
+    """Real and slot tokens of every batch each batching makes over ``train``: no model, no timing.
+
+    For each variant (:data:`SCALE_VARIANTS`) and seed, :func:`tdnotebooks.finetune.make_batching` builds the
+    sampler and collator that training would use; every batch of every epoch goes through the collator.
+    Totals over epochs and seeds, per variant, plus the padding fraction of each epoch.
+    """
+    from tdnotebooks.finetune import FinetuneConfig, make_batching
+
+    rows = train.remove_columns([c for c in ("text",) if c in train.column_names]).to_list()
+    out: dict[str, dict[str, Any]] = {}
+    for name, fields in variants.items():
+        real = slots = batches = 0
+        per_epoch = [[0, 0] for _ in range(epochs)]
+        for seed in range(seeds):
+            config = FinetuneConfig(token_budget=token_budget, base_batch_size=base_batch_size, seed=seed,
+                                    epochs=epochs, progress=False, **fields)
+            batching = make_batching(config, train, pad_token_id)
+            for epoch in range(epochs):
+                batching.set_epoch(epoch)
+                before = batching.collate.stats
+                for batch in batching.batch_sampler:
+                    batching.collate([rows[i] for i in batch])
+                after = batching.collate.stats
+                per_epoch[epoch][0] += after.real_tokens - before.real_tokens
+                per_epoch[epoch][1] += after.slot_tokens - before.slot_tokens
+            stats = batching.collate.stats
+            real, slots, batches = real + stats.real_tokens, slots + stats.slot_tokens, batches + stats.num_batches
+        out[name] = {"real_tokens": real, "slot_tokens": slots, "pad_tokens": slots - real,
+                     "padding_fraction": (slots - real) / slots, "num_batches": batches,
+                     "padding_fraction_per_epoch": [(s_ - r) / s_ for r, s_ in per_epoch]}
+    return out
+
+
 # ============================================================================ 4. inference (Section 3.2)
 def measure_inference(model: Any, tokenizer: Any, test: Any, config: BenchConfig, pad_token_id: int,
                       device: Any) -> dict[str, list[dict[str, Any]]]:
@@ -350,8 +401,9 @@ def measure_inference(model: Any, tokenizer: Any, test: Any, config: BenchConfig
 def evaluate_targets(tasks: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """PASS/FAIL of :data:`TARGETS` for TokenDrop + BucketSampler on every task that ran it.
 
-    ``tasks``: the ``"tasks"`` part of the results (each with its ``"methods"`` summary). A target whose
-    comparison method did not run (group_by_length) is left out. The accuracy target is marked
+    ``tasks``: the ``"tasks"`` part of the results (each with its ``"methods"`` summary). The padding target
+    is read from the whole-split pass (``"padding_at_scale"``) when it ran, else from the training runs.
+    A target whose comparison method did not run (group_by_length) is left out. The accuracy target is marked
     ``informative=False`` when the baseline did not beat the majority class (``baseline_beats_majority``):
     it then passes or fails for no reason.
     """
@@ -361,8 +413,10 @@ def evaluate_targets(tasks: Mapping[str, Mapping[str, Any]]) -> list[dict[str, A
         if PAPER_METHOD not in methods:
             continue
         td, base = methods[PAPER_METHOD], methods[BASELINE]
+        scale = result.get("padding_at_scale")
         values = {
-            "padding_fraction": td["padding_fraction"],
+            "padding_fraction": (scale["variants"][PAPER_METHOD]["padding_fraction"] if scale
+                                 else td["padding_fraction"]),
             "speedup_over_ideal": td["speedup_over_ideal"],
             "accuracy_minus_baseline_points": 100 * (td["dev_accuracy_mean"] - base["dev_accuracy_mean"]),
         }
@@ -376,6 +430,8 @@ def evaluate_targets(tasks: Mapping[str, Mapping[str, Any]]) -> list[dict[str, A
                 out.append({"task": task, "target": name, "value": value, "comparison": comparison,
                             "threshold": threshold, "passed": bool(COMPARISONS[comparison](value, threshold)),
                             "informative": informative if name == "accuracy_minus_baseline_points" else True})
+                if name == "padding_fraction":
+                    out[-1]["measured_on"] = "whole training split" if scale else "training runs"
     return out
 
 
@@ -438,6 +494,20 @@ def _task_result(splits: Mapping[str, Any], runs: list[dict[str, Any]], config: 
         "baseline_beats_majority": beats_majority(base["dev_accuracy_mean"], majority, len(dev)),
         "methods": methods, "runs": runs,
     }
+
+
+def _scale_check(task: str, train: Any, config: BenchConfig, tokenizer: Any) -> dict[str, Any]:
+    """:func:`padding_at_scale` over the whole training split of ``task`` with the full run's batching."""
+    if config.train_examples.get(task) is not None:  # the runs used a subset: tokenize the whole split
+        from tdnotebooks.data import load_task
+        from tdnotebooks.tokendrop import prepare
+
+        train = prepare(load_task(task)["train"], tokenizer, max_length=config.max_length)
+    full = full_config()
+    settings = {"seeds": config.seeds, "epochs": full.epochs, "token_budget": full.token_budget,
+                "base_batch_size": full.base_batch_size}
+    return {"train_examples": len(train), "settings": settings,
+            "variants": padding_at_scale(train, tokenizer.pad_token_id, **settings)}
 
 
 def _environment(config: BenchConfig, device: Any) -> dict[str, Any]:
@@ -504,6 +574,8 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
         tasks: dict[str, Any] = {}
         for task in config.tasks:
             tasks[task] = _task_result(splits[task], runs[task], config)
+            if config.scale_check:
+                tasks[task]["padding_at_scale"] = _scale_check(task, splits[task]["train"], config, tokenizer)
             if task in inference_models:
                 tasks[task]["inference"] = measure_inference(inference_models[task], tokenizer,
                                                              splits[task]["test"], config, pad_token_id, device)
@@ -566,6 +638,19 @@ def _training_rows(tasks: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
+SCALE_HEADERS = ["task", "batching", "pad %", "per epoch %", "real tok", "pad tok", "batches"]
+
+
+def _scale_rows(tasks: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for task, result in tasks.items():
+        for name, v in result.get("padding_at_scale", {}).get("variants", {}).items():
+            rows.append([task, name, _pct(v["padding_fraction"], 2),
+                         " / ".join(_pct(x, 2) for x in v["padding_fraction_per_epoch"]),
+                         f"{v['real_tokens']:,}", f"{v['pad_tokens']:,}", f"{v['num_batches']:,}"])
+    return rows
+
+
 def _inference_rows(tasks: Mapping[str, Any]) -> tuple[list[list[Any]], list[list[Any]]]:
     latency, server = [], []
     for task, result in tasks.items():
@@ -584,6 +669,8 @@ def _target_lines(results: Mapping[str, Any]) -> list[str]:
     for t in results["targets"]:
         label, show = TARGET_LABELS[t["target"]]
         note = "" if t.get("informative", True) else "  (says nothing: the baseline did not learn, see below)"
+        if "measured_on" in t:
+            note = f"  ({t['measured_on']})"
         out.append(f"  {'PASS' if t['passed'] else 'FAIL'}  {t['task']:<13} {label}: {show(t['value'])} "
                    f"{t['comparison']} {show(t['threshold'])}{note}")
     for task, r in results["tasks"].items():
@@ -619,6 +706,13 @@ def format_report(results: Mapping[str, Any]) -> str:
                    f"{r['mean_length']:.1f} tokens; paper's ideal speedup (baseline slots / real tokens) "
                    f"{r['paper_ideal_speedup']:.2f}x; TokenDrop overhead {_pct(overhead, 2)}% of training time")
     out.append("")
+    scale_rows = _scale_rows(tasks)
+    if scale_rows:
+        settings = next(r["padding_at_scale"]["settings"] for r in tasks.values() if "padding_at_scale" in r)
+        out += [f"Padding at scale (whole training splits, no model; the full run's batching: token budget "
+                f"{settings['token_budget']}, base batch {settings['base_batch_size']}, {settings['epochs']} epochs "
+                f"x {settings['seeds']} seeds)",
+                format_table(SCALE_HEADERS, scale_rows), ""]
     latency, server = _inference_rows(tasks)
     if latency:
         out += ["Inference at batch size 1 (TokenDrop+BucketSampler model of seed 0; inference-time drop rate)",
@@ -666,13 +760,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
                         help=f"subset of {', '.join(TASKS)} (default: both)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-scale-check", action="store_true",
+                        help="skip the padding pass over the whole training splits (batching only, no model)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """The :class:`BenchConfig` the options ask for (ValueError for a bad combination, e.g. no CUDA)."""
     from tdnotebooks.runtime import get_device
 
-    overrides: dict[str, Any] = {"progress": not args.no_progress}
+    overrides: dict[str, Any] = {"progress": not args.no_progress, "scale_check": not args.no_scale_check}
     for name in ("seeds", "epochs", "device", "threads"):  # only what was given replaces the preset's value
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
