@@ -70,8 +70,9 @@ def length_histogram(lengths: Mapping[str, Sequence[int]], max_length: int | Non
     return fig
 
 
-def padding_bars(costs: Mapping[str, Any], title: str = "Where the compute goes") -> Any:
-    """Stacked bars of real vs padding token slots, one bar per batching scheme (values: PaddingStats)."""
+def padding_bars(costs: Mapping[str, Any], title: str = "Where the compute goes", *,
+                 xaxis_title: str = "batching scheme", yaxis_title: str = "token slots per epoch") -> Any:
+    """Stacked bars of real vs padding token slots, one bar per key of ``costs`` (values: PaddingStats)."""
     import plotly.graph_objects as go
 
     names = list(costs)
@@ -82,6 +83,6 @@ def padding_bars(costs: Mapping[str, Any], title: str = "Where the compute goes"
         go.Bar(name="real tokens", x=names, y=real, marker_color=PALETTE[2]),
         go.Bar(name="padding", x=names, y=pad, marker_color=PALETTE[3], text=frac, textposition="outside"),
     ])
-    fig.update_layout(barmode="stack", title=title, yaxis_title="token slots per epoch",
-                      xaxis_title="batching scheme", height=380, margin={"t": 60})
+    fig.update_layout(barmode="stack", title=title, yaxis_title=yaxis_title, xaxis_title=xaxis_title,
+                      height=380, margin={"t": 60})
     return fig

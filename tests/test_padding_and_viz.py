@@ -54,6 +54,9 @@ def test_padding_bars_show_fraction():
     cost = {"x": PaddingStats(75, 100, 2), "y": PaddingStats(100, 100, 1)}
     fig = padding_bars(cost)
     assert list(fig.data[1].y) == [25, 0] and fig.data[1].text[0] == "25% padding"
+    assert fig.layout.xaxis.title.text == "batching scheme"
+    fig = padding_bars(cost, xaxis_title="epoch", yaxis_title="token slots (3 epochs)")
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("epoch", "token slots (3 epochs)")
 
 
 def test_panel_wires_controls_without_continuous_updates():
