@@ -11,7 +11,9 @@ What changes compared with a plain ``Trainer`` (and nothing else):
 - the LR schedule is sized with the exact number of optimizer steps of all epochs (with BatchCap the
   later epochs have fewer, larger batches, so ``len(dataloader) * epochs`` would be wrong);
 - LRM: at each optimizer step every group's lr is scaled by ``sqrt(examples in the step / base batch size)``
-  and restored right after the step, so the scheduler never sees (or compounds) the factor.
+  and restored right after the step, so the scheduler never sees (or compounds) the factor;
+- with TokenDrop, training runs with the paper's lower dropout (:func:`tdnotebooks.finetune.tokendrop_dropout_rate`),
+  and the model's own rates are restored when ``train`` returns.
 
 ``train_dataset`` must come from :func:`tdnotebooks.tokendrop.prepare` (it needs ``length``, and
 ``stopword_spans``/``idx`` for TokenDrop). Variable-size batches and gradient accumulation do not mix in
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from .bucketing import lr_factor
-from .finetune import Batching, FinetuneConfig, make_batching
+from .finetune import Batching, FinetuneConfig, dropout_rate, make_batching, tokendrop_dropout_rate
 
 
 class _EpochLoader(DataLoader):
@@ -77,6 +79,15 @@ class BucketTrainer(Trainer):
         self.last_lr_factor: float | None = None
         if self.td_config.lrm and self.batching.variable_batch_size:
             self.add_callback(_LRMCallback(self))
+
+    @property
+    def train_dropout(self) -> float | None:
+        """The dropout rate ``train`` uses (None: the model's own), from ``td_config.tokendrop_dropout``."""
+        return tokendrop_dropout_rate(self.td_config, len(self.train_dataset))
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        with dropout_rate(self.model, self.train_dropout):
+            return super().train(*args, **kwargs)
 
     def get_train_dataloader(self) -> DataLoader:
         # Trainer reads len() once, as the steps of every epoch: give it epoch 0's, the longest (BatchCap

@@ -456,8 +456,8 @@ class TokenDrop:
 def reachable_lengths(data: Any, token_drop: TokenDrop) -> list[int]:
     """:meth:`TokenDrop.reachable_length` of every example of a :func:`prepare`-d split, in row order.
 
-    Pass it as ``BucketSampler(order_by=...)`` to batch TokenDrop + BucketSampler by what each example
-    can be trimmed to (see :class:`~tdnotebooks.bucketing.BucketSampler`).
+    Pass it as ``BucketSampler(reachable_lengths=...)`` so that examples with too few stopwords to be trimmed
+    to their bucket's lower bound share batches (see :class:`~tdnotebooks.bucketing.BucketSampler`).
     """
     if not isinstance(token_drop, TokenDrop):
         raise ValueError(f"token_drop must be a TokenDrop, got {type(token_drop).__name__}")

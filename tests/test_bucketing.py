@@ -215,47 +215,56 @@ def test_distributed_shards_are_equal_and_cover_the_data(cfg, replicas, drop_las
 
 
 # ---------------------------------------------------------------------------------------------------
-# order_by (TokenDrop + BucketSampler batches by trimmable length)
+# reachable_lengths (TokenDrop + BucketSampler: examples with too few stopwords share batches)
 # ---------------------------------------------------------------------------------------------------
 
 
 @st.composite
-def configs_with_keys(draw) -> tuple[Config, list[int]]:
+def configs_with_reachable(draw) -> tuple[Config, list[int]]:
     cfg = draw(configs())
-    keys = draw(st.lists(st.integers(0, 12), min_size=len(cfg.lengths), max_size=len(cfg.lengths)))
-    return cfg, keys
+    reachable = [draw(st.integers(0, n)) for n in cfg.lengths]
+    return cfg, reachable
+
+
+def excess(cfg: Config, reachable: list[int], i: int) -> int:
+    """How far above its bucket's lower bound example i stays when trimmed as far as it can be."""
+    return max(0, reachable[i] - cfg.bucket(i) * cfg.width)
 
 
 @FAST
-@given(case=configs_with_keys())
-def test_order_by_changes_who_shares_a_batch_not_the_batch_sizes(case):
+@given(case=configs_with_reachable())
+def test_reachable_lengths_change_who_shares_a_batch_not_the_batch_sizes(case):
     """Only the order inside each bucket changes: Algorithm 2's batch sizes (full, residual, merged) stay."""
-    cfg, keys = case
-    sampler = make(cfg, order_by=keys)
+    cfg, reachable = case
+    sampler = make(cfg, reachable_lengths=reachable)
     batches = list(sampler)
     assert len(batches) == len(sampler)
     assert sorted(i for b in batches for i in b) == list(range(len(cfg.lengths)))
-    plain = make(cfg).epoch_batches()
-    assert sorted(map(len, batches)) == sorted(map(len, plain))
-    assert list(make(cfg, order_by=keys)) == batches  # still a function of (seed, epoch)
+    assert sorted(map(len, batches)) == sorted(map(len, make(cfg).epoch_batches()))
+    assert list(make(cfg, reachable_lengths=reachable)) == batches  # still a function of (seed, epoch)
 
 
 @FAST
-@given(case=configs_with_keys())
-def test_order_by_cuts_each_bucket_in_key_order(case):
-    """The stable sort happens before batches are cut: a bucket's batches hold consecutive key ranges."""
-    cfg, keys = case
-    batches = make(cfg, order_by=keys, rbm=False).epoch_batches()
+@given(case=configs_with_reachable())
+def test_examples_that_cannot_reach_their_bucket_bound_come_last_in_their_bucket(case):
+    """The stable sort happens before batches are cut: a bucket's batches hold consecutive ranges of the
+    excess over the bucket's lower bound, so every example that can reach the bound is batched before any
+    that cannot."""
+    cfg, reachable = case
+    batches = make(cfg, reachable_lengths=reachable, rbm=False).epoch_batches()
     for b in range(cfg.num_buckets):
-        mine = sorted(([keys[i] for i in batch] for batch in batches if cfg.bucket(batch[0]) == b), key=min)
+        mine = sorted(([excess(cfg, reachable, i) for i in batch] for batch in batches if cfg.bucket(batch[0]) == b),
+                      key=min)
         for low, high in itertools.pairwise(mine):
             assert max(low) <= min(high)
 
 
 @FAST
 @given(cfg=configs())
-def test_equal_keys_give_algorithm_2_exactly(cfg):
-    assert make(cfg, order_by=[7] * len(cfg.lengths)).epoch_batches() == make(cfg).epoch_batches()
+def test_when_every_example_reaches_its_bucket_bound_the_batches_are_algorithm_2s(cfg):
+    reachable = [cfg.bucket(i) * cfg.width for i in range(len(cfg.lengths))]  # all exactly at the bound
+    assert make(cfg, reachable_lengths=reachable).epoch_batches() == make(cfg).epoch_batches()
+    assert make(cfg, reachable_lengths=[0] * len(cfg.lengths)).epoch_batches() == make(cfg).epoch_batches()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -363,8 +372,8 @@ def test_state_dict_mismatches_are_rejected():
         BucketSampler([3, 4, 8, 9, 12], base_batch_size=2, seed=5).load_state_dict(state)
     with pytest.raises(ValueError, match="settings"):
         BucketSampler([3, 4, 8, 9, 12], base_batch_size=3).load_state_dict(state)
-    with pytest.raises(ValueError, match="order_by"):
-        BucketSampler([3, 4, 8, 9, 12], base_batch_size=2, order_by=[1, 0, 1, 0, 1]).load_state_dict(state)
+    with pytest.raises(ValueError, match="reachable_lengths"):
+        BucketSampler([3, 4, 8, 9, 12], base_batch_size=2, reachable_lengths=[3, 4, 8, 9, 12]).load_state_dict(state)
     with pytest.raises(ValueError, match="rank"):
         BucketSampler([3, 4, 8, 9, 12], base_batch_size=2, num_replicas=2, rank=1).load_state_dict(state)
     with pytest.raises(ValueError, match="batches_yielded"):
@@ -414,8 +423,10 @@ GOOD = dict(lengths=[1, 5, 9, 12])
     (dict(num_replicas=2, rank=2), r"rank must be an int \[0, 1\]"),
     (dict(rank=-1), r"rank must be an int \[0, 0\]"),
     (dict(batch_cap=False), r"batch_cap=False .* hwcap .* token_budget"),
-    (dict(order_by=[1, 2, 3]), r"order_by must be a flat sequence of ints, one per example \(4\)"),
-    (dict(order_by=[1.0, 2.0, 3.0, 4.0]), r"order_by must be a flat sequence of ints"),
+    (dict(reachable_lengths=[1, 2, 3]), r"reachable_lengths must be a flat sequence of ints, one per example \(4\)"),
+    (dict(reachable_lengths=[1.0, 2.0, 3.0, 4.0]), r"reachable_lengths must be a flat sequence of ints"),
+    (dict(reachable_lengths=[1, 6, 3, 4]), r"reachable_lengths\[1\] must be in \[0, lengths\[1\]\] = \[0, 5\], got 6"),
+    (dict(reachable_lengths=[1, -1, 3, 4]), r"reachable_lengths\[1\] must be in \[0, lengths\[1\]\] = \[0, 5\], got -1"),
 ])
 def test_bad_input_gives_one_clear_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):

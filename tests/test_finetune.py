@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from tdnotebooks.finetune import METHODS, FinetuneConfig, finetune, make_batching
+from tdnotebooks.finetune import (
+    METHODS,
+    FinetuneConfig,
+    dropout_rate,
+    finetune,
+    make_batching,
+    tokendrop_dropout_rate,
+)
 from tdnotebooks.padding import padding_stats
 
 
@@ -100,6 +107,8 @@ def test_gradient_accumulation_counts_examples_once_per_step(tiny_task):
     ({"lr": 0}, "lr must be > 0"),
     ({"method": "bucket", "token_drop_rate": 0.3}, "tokendrop_bucket"),
     ({"warmup_ratio": 1.0}, r"warmup_ratio must be in \[0, 1\)"),
+    ({"tokendrop_dropout": 1.0}, r"tokendrop_dropout must be 'paper', None \(keep the model's\) or a number in \[0, 1\)"),
+    ({"tokendrop_dropout": "half"}, r"tokendrop_dropout must be 'paper'.*got 'half'"),
 ])
 def test_bad_settings_raise_one_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -131,3 +140,39 @@ def test_tokendrop_bucket_pads_at_most_half_a_percent_on_the_bundled_data(wordpi
     assert ordered.padding_fraction <= 0.005, ordered
     as_written = padding(order_by_reachable=False, trim_to="shortest")
     assert as_written.padding_fraction > 2 * ordered.padding_fraction
+
+
+def test_tokendrop_dropout_follows_the_papers_table_6():
+    """0 below 10,000 training examples, 0.025 from there on, only while TokenDrop is on; or as configured."""
+    td = FinetuneConfig(method="tokendrop_bucket")
+    assert tokendrop_dropout_rate(td, 9_999) == 0.0 and tokendrop_dropout_rate(td, 10_000) == 0.025
+    assert tokendrop_dropout_rate(FinetuneConfig(method="random", token_drop_rate=0.3), 500) == 0.0
+    for method in ("random", "group_by_length", "bucket"):  # no TokenDrop: the model's own dropout
+        assert tokendrop_dropout_rate(FinetuneConfig(method=method), 500) is None
+    assert tokendrop_dropout_rate(FinetuneConfig(method="tokendrop_bucket", tokendrop_dropout=0.05), 500) == 0.05
+    assert tokendrop_dropout_rate(FinetuneConfig(method="tokendrop_bucket", tokendrop_dropout=None), 500) is None
+
+
+def _dropout_rates_seen(model):
+    """Record the rate of every nn.Dropout each time it runs in training mode."""
+    seen = set()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.register_forward_hook(lambda m, args, out: seen.add(m.p) if m.training else None)
+    return seen
+
+
+def test_finetune_trains_with_the_tokendrop_dropout_and_restores_the_models(tiny_task):
+    train, dev = tiny_task
+    for method, expected in (("tokendrop_bucket", {0.0}), ("bucket", {0.1})):
+        model = tiny_model()
+        seen = _dropout_rates_seen(model)
+        history = finetune(model, train, dev, method=method, epochs=1, base_batch_size=16, token_budget=512, **FAST)
+        assert seen == expected, method
+        assert history.config["train_dropout"] == (0.0 if method == "tokendrop_bucket" else None)
+        assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}  # restored
+    model = tiny_model()
+    with pytest.raises(RuntimeError, match="boom"), dropout_rate(model, 0.3):  # restored on errors too
+        assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.3}
+        raise RuntimeError("boom")
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}

@@ -58,9 +58,15 @@ def test_bucket_trainer_applies_lrm_per_step_and_sizes_the_schedule_exactly(tmp_
 
 def test_tokendrop_bucket_trains_through_trainer(tmp_path, prepared, wordpiece):
     trainer = make_trainer(tmp_path, prepared, wordpiece, method="tokendrop_bucket")
+    dropouts = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)]
+    seen = set()
+    for module in dropouts:
+        module.register_forward_hook(lambda m, args, out: seen.add(m.p) if m.training else None)
     trainer.train()
     stats = trainer.batching.collate.stats
     assert stats.num_batches == trainer.state.global_step and stats.padding_fraction < 0.05
+    assert trainer.train_dropout == 0.0 and seen == {0.0}  # the paper's dropout for small data with TokenDrop
+    assert {m.p for m in dropouts} == {0.1}  # and the model's own afterwards
 
 
 def test_gradient_accumulation_is_refused_for_bucket_methods(tmp_path, prepared, wordpiece):
