@@ -136,15 +136,19 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
     ``reachable_lengths`` (one int per example, default None = Algorithm 2 exactly) is for TokenDrop +
     BucketSampler: the length each example can be trimmed to, i.e. its length minus all its droppable
     stopword tokens (:func:`tdnotebooks.tokendrop.reachable_lengths`). Examples that can be trimmed down to
-    their bucket's lower bound ``k*w`` keep Algorithm 2's random order; the few that cannot (too few
+    their bucket's lower bound ``k*w`` (more exactly, its shortest length) keep Algorithm 2's random order; the few that cannot (too few
     stopwords) are moved behind them, ordered by how far above the bound they stay (a stable sort of
-    ``max(0, reachable - k*w)`` after the shuffle, so ties stay random). Such an example would otherwise make
-    a whole batch of trimmable ones wait in padding at its width; now they share batches among themselves.
-    Buckets, batch sizes, the number of batches and Residual Batch Merging are Algorithm 2's. On the bundled
-    data this takes TokenDrop + BucketSampler's padding over 3 epochs from 0.8 % / 0.6 % to 0.27 % / 0.43 %
-    (rt_sentiment / reviews_long). Sorting whole buckets by reachable length would pad less (0.24 %) but
-    makes batches homogeneous in their stopword share, which cost about 2 points of dev accuracy in our
-    CPU check; this keeps the batches of about 97 % of the examples as random as Algorithm 2's.
+    ``max(0, reachable - floor)`` after the shuffle, so ties stay random; floor = the bucket's shortest
+    length, which is ``k*w`` when some member is that short, and higher otherwise, as always in bucket 0). Such an example would otherwise make a whole batch
+    of trimmable ones wait in padding at its width; now they share batches among themselves. Because they
+    come last, a bucket's residual (its leftover, merged by RBM) holds them first: which examples are merged
+    is no longer random. Buckets, batch sizes, the number of batches and the merging rule are Algorithm 2's.
+    On the bundled data this takes TokenDrop + BucketSampler's padding over 3 epochs from 0.8 % / 0.6 % to
+    0.28 % / 0.42 % (rt_sentiment / reviews_long, seed 0, ``python -m tdnotebooks.bench finetune``).
+    Sorting whole buckets by reachable length would pad less (0.24 %) but makes batches homogeneous in their
+    stopword share, which cost about 2 points of dev accuracy in our CPU check (BENCHMARKS.md); this keeps
+    the batches of about 97 % of the examples as random as Algorithm 2's. With TokenDrop disabled nothing
+    can be trimmed: do not pass reachable lengths then (each bucket would be sorted by length).
 
     Distributed (``num_replicas`` > 1): the epoch's batch list is padded by repeating its first batches
     until its length is a multiple of ``num_replicas`` (as ``DistributedSampler`` does with examples),
@@ -204,10 +208,15 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
         order = np.argsort(bucket_ids, kind="stable")
         counts = np.bincount(bucket_ids, minlength=self.num_buckets)
         self._members = [torch.from_numpy(m) for m in np.split(order, np.cumsum(counts)[:-1])]
-        # How far above its bucket's lower bound each example stays when trimmed as far as it can be
+        # How far above its bucket's floor each example stays when trimmed as far as it can be. The floor is
+        # the bucket's shortest length: its lower bound k*w, or higher when no member is that short (bucket 0
+        # holds no example of length 0), so that most of every bucket ties at 0.
         self.reachable_lengths = None if reachable_lengths is None else self._check_reachable(reachable_lengths)
-        self._excess = (None if self.reachable_lengths is None
-                        else np.maximum(self.reachable_lengths - bucket_ids * self.bucket_width, 0))
+        self._excess = None
+        if self.reachable_lengths is not None:
+            shortest = np.full(self.num_buckets, np.iinfo(np.int64).max)
+            np.minimum.at(shortest, bucket_ids, self.lengths)
+            self._excess = np.maximum(self.reachable_lengths - shortest[bucket_ids], 0)
 
         self.epoch = 0
         self._start = 0  # where the next __iter__ begins (set by load_state_dict)

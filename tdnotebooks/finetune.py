@@ -106,9 +106,10 @@ def tokendrop_dropout_rate(config: FinetuneConfig, num_train_examples: int) -> f
     """The dropout rate to train with, or None to keep the model's own.
 
     Only when TokenDrop is on (``method="tokendrop_bucket"`` or ``token_drop_rate > 0``).
-    ``tokendrop_dropout="paper"``: 0.0 below 10,000 training examples, else 0.025 (paper, Appendix, Table 6;
-    the reference code also lowers it for BucketSampler without TokenDrop, the paper's text gives TokenDrop's
-    regularization as the reason). A number: that rate. None: the model's own.
+    ``tokendrop_dropout="paper"``: 0.0 below 10,000 training examples, else 0.025 (paper, Appendix, Table 6,
+    stated for TokenDrop + BucketSampler; the reason it gives is TokenDrop's regularization, so we also apply
+    it to TokenDrop alone, ``token_drop_rate > 0``, an extension; the reference code lowers it for
+    BucketSampler without TokenDrop too, which we do not). A number: that rate. None: the model's own.
     """
     uses_token_drop = config.method == "tokendrop_bucket" or config.token_drop_rate > 0
     if not uses_token_drop or config.tokendrop_dropout is None:
@@ -118,19 +119,32 @@ def tokendrop_dropout_rate(config: FinetuneConfig, num_train_examples: int) -> f
     return float(config.tokendrop_dropout)
 
 
+def set_dropout(model: torch.nn.Module, rate: float | None) -> list[tuple[torch.nn.Dropout, float]]:
+    """Set the rate of every ``nn.Dropout`` in ``model`` (embeddings, attention, hidden, classifier) to ``rate``;
+    returns each module's previous rate for :func:`restore_dropout`. ``rate=None`` changes nothing."""
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1):
+        raise ValueError(f"rate must be None (keep the model's dropout) or a number in [0, 1), got {rate!r}")
+    modules = [] if rate is None else [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    saved = [(m, m.p) for m in modules]
+    for module in modules:
+        module.p = float(rate)
+    return saved
+
+
+def restore_dropout(saved: list[tuple[torch.nn.Dropout, float]]) -> None:
+    """Put back the rates :func:`set_dropout` returned."""
+    for module, p in saved:
+        module.p = p
+
+
 @contextmanager
 def dropout_rate(model: torch.nn.Module, rate: float | None) -> Iterator[None]:
-    """Set the rate of every ``nn.Dropout`` in ``model`` (attention, hidden, classifier) to ``rate`` while
-    inside, then restore each module's own rate. ``rate=None`` changes nothing."""
-    modules = [] if rate is None else [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    saved = [m.p for m in modules]
-    for module in modules:
-        module.p = rate
+    """:func:`set_dropout` while inside, then the model's own rates again (also after an exception)."""
+    saved = set_dropout(model, rate)
     try:
         yield
     finally:
-        for module, p in zip(modules, saved, strict=True):
-            module.p = p
+        restore_dropout(saved)
 
 
 @dataclass

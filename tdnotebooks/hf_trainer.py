@@ -29,7 +29,14 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from .bucketing import lr_factor
-from .finetune import Batching, FinetuneConfig, dropout_rate, make_batching, tokendrop_dropout_rate
+from .finetune import (
+    Batching,
+    FinetuneConfig,
+    make_batching,
+    restore_dropout,
+    set_dropout,
+    tokendrop_dropout_rate,
+)
 
 
 class _EpochLoader(DataLoader):
@@ -86,8 +93,20 @@ class BucketTrainer(Trainer):
         return tokendrop_dropout_rate(self.td_config, len(self.train_dataset))
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        with dropout_rate(self.model, self.train_dropout):
+        # With model_init, Trainer.train builds a fresh model through call_model_init, which lowers its dropout.
+        self._dropout_saved = [] if self.model_init is not None else set_dropout(self.model, self.train_dropout)
+        try:
             return super().train(*args, **kwargs)
+        finally:
+            restore_dropout(self._dropout_saved)
+            self._dropout_saved = []
+
+    def call_model_init(self, trial: Any = None) -> Any:
+        model = super().call_model_init(trial)
+        if hasattr(self, "td_config"):  # not during Trainer.__init__, which builds a model before td_config
+            restore_dropout(getattr(self, "_dropout_saved", []))
+            self._dropout_saved = set_dropout(model, self.train_dropout)
+        return model
 
     def get_train_dataloader(self) -> DataLoader:
         # Trainer reads len() once, as the steps of every epoch: give it epoch 0's, the longest (BatchCap

@@ -147,6 +147,17 @@ def test_padding_at_scale_reproduces_the_padding_of_the_training_runs(results, w
     written = variants["tokendrop_bucket_as_written"]
     assert written["real_tokens"] < methods["bucket"]["real_tokens"]  # it drops stopwords too
 
+    # several epochs and seeds: per-epoch counts add up to the totals; seeds add up
+    kwargs = dict(token_budget=config.token_budget, base_batch_size=config.base_batch_size)
+    two = padding_at_scale(train, wordpiece.pad_token_id, seeds=2, epochs=2, **kwargs)
+    single = padding_at_scale(train, wordpiece.pad_token_id, seeds=1, epochs=2, **kwargs)
+    for name, v in two.items():
+        assert sum(v["real_tokens_per_epoch"]) == v["real_tokens"] and sum(v["slot_tokens_per_epoch"]) == v["slot_tokens"]
+        assert v["padding_fraction_per_epoch"] == [pytest.approx(1 - r / t) for r, t in
+                                                   zip(v["real_tokens_per_epoch"], v["slot_tokens_per_epoch"],
+                                                       strict=True)]
+        assert v["real_tokens"] > single[name]["real_tokens"]  # seed 1 is counted on top of seed 0
+
     # the padding target reads the whole-split pass when there is one, and says so
     scaled = {"rt_sentiment": {**results["tasks"]["rt_sentiment"],
                                "padding_at_scale": {"train_examples": len(train), "variants": variants,

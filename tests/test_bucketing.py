@@ -227,8 +227,10 @@ def configs_with_reachable(draw) -> tuple[Config, list[int]]:
 
 
 def excess(cfg: Config, reachable: list[int], i: int) -> int:
-    """How far above its bucket's lower bound example i stays when trimmed as far as it can be."""
-    return max(0, reachable[i] - cfg.bucket(i) * cfg.width)
+    """How far above its bucket's floor (the bucket's shortest length) example i stays when trimmed as far as
+    it can be."""
+    shortest = min(cfg.lengths[j] for j in range(len(reachable)) if cfg.bucket(j) == cfg.bucket(i))
+    return max(0, reachable[i] - shortest)
 
 
 @FAST
@@ -257,6 +259,37 @@ def test_examples_that_cannot_reach_their_bucket_bound_come_last_in_their_bucket
                       key=min)
         for low, high in itertools.pairwise(mine):
             assert max(low) <= min(high)
+
+
+@FAST
+@given(case=configs_with_reachable(), data=st.data())
+def test_reachable_lengths_resume_and_shard_like_algorithm_2(case, data):
+    cfg, reachable = case
+    full = make(cfg, reachable_lengths=reachable).epoch_batches()
+    k = data.draw(st.integers(0, len(full)))
+    first = make(cfg, reachable_lengths=reachable)
+    taken = list(itertools.islice(iter(first), k))
+    resumed = make(cfg, reachable_lengths=reachable)
+    resumed.load_state_dict(first.state_dict())
+    assert taken + list(resumed) == full
+    replicas = data.draw(st.integers(2, 3))
+    shards = [list(make(cfg, reachable_lengths=reachable, num_replicas=replicas, rank=r)) for r in range(replicas)]
+    assert len({len(shard) for shard in shards}) == 1
+    assert {i for shard in shards for batch in shard for i in batch} == set(range(len(cfg.lengths)))
+
+
+def test_the_floor_is_the_buckets_shortest_length():
+    # bucket 0 (lengths 0-4) never holds length 0: its floor is its shortest length, 3. Every example that can
+    # be trimmed to 3 keeps Algorithm 2's random place; only index 6 (4 tokens, no stopword) comes last.
+    lengths, reachable = [4, 4, 4, 4, 3, 3, 4], [2, 2, 3, 2, 2, 3, 4]
+    kwargs = dict(bucket_width=5, base_batch_size=2, scaling_factor=1, rbm=False)
+    plain = BucketSampler(lengths, **kwargs)
+    sampler = BucketSampler(lengths, reachable_lengths=reachable, **kwargs)
+    assert [6] in sampler.epoch_batches(0)  # 7 examples, batches of 2: the last one cut is the residual [6]
+    assert BucketSampler(lengths[:6], reachable_lengths=reachable[:6], **kwargs).epoch_batches(0) == \
+        BucketSampler(lengths[:6], **kwargs).epoch_batches(0)
+    assert len({tuple(map(tuple, sampler.epoch_batches(e))) for e in range(8)}) > 1  # the rest stays random
+    assert any([6] not in plain.epoch_batches(e) for e in range(8))  # without it, 6 lands anywhere
 
 
 @FAST

@@ -154,11 +154,11 @@ def test_tokendrop_dropout_follows_the_papers_table_6():
 
 
 def _dropout_rates_seen(model):
-    """Record the rate of every nn.Dropout each time it runs in training mode."""
+    """The rates of all nn.Dropout modules at every training forward pass (attention dropout is applied as a
+    function with ``module.p``, so the rates are read, not the module calls)."""
     seen = set()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.register_forward_hook(lambda m, args, out: seen.add(m.p) if m.training else None)
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    model.register_forward_pre_hook(lambda m, args: seen.update(d.p for d in dropouts) if m.training else None)
     return seen
 
 
@@ -172,6 +172,10 @@ def test_finetune_trains_with_the_tokendrop_dropout_and_restores_the_models(tiny
         assert history.config["train_dropout"] == (0.0 if method == "tokendrop_bucket" else None)
         assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}  # restored
     model = tiny_model()
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match=r"rate must be None \(keep the model's dropout\) or a number in \[0, 1\)"):
+            with dropout_rate(model, bad):
+                pass
     with pytest.raises(RuntimeError, match="boom"), dropout_rate(model, 0.3):  # restored on errors too
         assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.3}
         raise RuntimeError("boom")

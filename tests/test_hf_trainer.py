@@ -59,9 +59,8 @@ def test_bucket_trainer_applies_lrm_per_step_and_sizes_the_schedule_exactly(tmp_
 def test_tokendrop_bucket_trains_through_trainer(tmp_path, prepared, wordpiece):
     trainer = make_trainer(tmp_path, prepared, wordpiece, method="tokendrop_bucket")
     dropouts = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)]
-    seen = set()
-    for module in dropouts:
-        module.register_forward_hook(lambda m, args, out: seen.add(m.p) if m.training else None)
+    seen = set()  # every dropout rate at each training forward pass (attention dropout is read as module.p)
+    trainer.model.register_forward_pre_hook(lambda m, args: seen.update(d.p for d in dropouts) if m.training else None)
     trainer.train()
     stats = trainer.batching.collate.stats
     assert stats.num_batches == trainer.state.global_step and stats.padding_fraction < 0.05
@@ -72,3 +71,29 @@ def test_tokendrop_bucket_trains_through_trainer(tmp_path, prepared, wordpiece):
 def test_gradient_accumulation_is_refused_for_bucket_methods(tmp_path, prepared, wordpiece):
     with pytest.raises(ValueError, match="gradient_accumulation_steps must be 1"):
         make_trainer(tmp_path, prepared, wordpiece, gradient_accumulation_steps=2)
+
+
+def test_model_init_models_train_with_the_tokendrop_dropout_too(tmp_path, prepared, wordpiece):
+    """With model_init, Trainer.train builds a fresh model: its dropout is lowered too, then restored."""
+    from tdnotebooks.models import load_pretrained
+
+    built, seen = [], set()
+
+    def model_init():
+        torch.manual_seed(0)
+        model = load_pretrained(kind="classifier", num_layers=1)
+        model.get_input_embeddings().weight.requires_grad_(False)
+        dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        model.register_forward_pre_hook(lambda m, args: seen.update(d.p for d in dropouts) if m.training else None)
+        built.append(model)
+        return model
+
+    targs = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=1, per_device_train_batch_size=4,
+                              learning_rate=1e-4, warmup_steps=0, report_to=[], save_strategy="no",
+                              logging_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = BucketTrainer(model_init=model_init, args=targs, train_dataset=prepared, processing_class=wordpiece,
+                            td_config=FinetuneConfig(method="tokendrop_bucket", base_batch_size=4, token_budget=256))
+    trainer.train()
+    assert len(built) == 2 and trainer.model is built[-1]  # one model from __init__, a fresh one from train
+    assert seen == {0.0}
+    assert {m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}

@@ -356,6 +356,8 @@ def padding_at_scale(train: Any, pad_token_id: int, *, seeds: int, epochs: int, 
             real, slots, batches = real + stats.real_tokens, slots + stats.slot_tokens, batches + stats.num_batches
         out[name] = {"real_tokens": real, "slot_tokens": slots, "pad_tokens": slots - real,
                      "padding_fraction": (slots - real) / slots, "num_batches": batches,
+                     "real_tokens_per_epoch": [r for r, _ in per_epoch],
+                     "slot_tokens_per_epoch": [s_ for _, s_ in per_epoch],
                      "padding_fraction_per_epoch": [(s_ - r) / s_ for r, s_ in per_epoch]}
     return out
 
@@ -497,15 +499,16 @@ def _task_result(splits: Mapping[str, Any], runs: list[dict[str, Any]], config: 
 
 
 def _scale_check(task: str, train: Any, config: BenchConfig, tokenizer: Any) -> dict[str, Any]:
-    """:func:`padding_at_scale` over the whole training split of ``task`` with the full run's batching."""
+    """:func:`padding_at_scale` over the whole training split of ``task`` with the full run's batching
+    (with ``--quick``: the full preset's epochs, token budget and base batch; otherwise this run's own)."""
     if config.train_examples.get(task) is not None:  # the runs used a subset: tokenize the whole split
         from tdnotebooks.data import load_task
         from tdnotebooks.tokendrop import prepare
 
         train = prepare(load_task(task)["train"], tokenizer, max_length=config.max_length)
-    full = full_config()
-    settings = {"seeds": config.seeds, "epochs": full.epochs, "token_budget": full.token_budget,
-                "base_batch_size": full.base_batch_size}
+    batching = full_config() if config.quick else config  # the full run's batching, or this run's own
+    settings = {"seeds": config.seeds, "epochs": batching.epochs, "token_budget": batching.token_budget,
+                "base_batch_size": batching.base_batch_size}
     return {"train_examples": len(train), "settings": settings,
             "variants": padding_at_scale(train, tokenizer.pad_token_id, **settings)}
 
