@@ -724,8 +724,10 @@ def format_report(results: Mapping[str, Any]) -> str:
                 format_table(SERVER_HEADERS, server), ""]
     out += _target_lines(results)
     if env["quick"]:
-        out.append("Quick scale: small subsets, one seed, a 2-layer model on a small CPU. Accuracy differences of "
-                   "a few points are noise and the timings are noisy too: read the verdicts as indicative only.")
+        seeds = config["seeds"]
+        out.append(f"Quick preset: training subsets, {seeds} seed{'s' if seeds > 1 else ''}, a "
+                   f"{config['num_layers'] or 6}-layer model on a small CPU. Accuracy differences within the noise "
+                   "above say nothing and the timings are noisy too: read the verdicts as indicative only.")
     out.append(f"Wall time {results['wall_seconds']:.0f} s; load average (1, 5, 15 min) "
                f"{_load(env['load_average_at_start'])} at start, {_load(env['load_average_at_end'])} at end.")
     return "\n".join(out)
