@@ -45,6 +45,13 @@ __all__ = [
 ]
 
 
+def _as_array(values: Sequence[int]) -> np.ndarray:
+    """A list, tuple, array, tensor or other iterable of per-example values as a numpy array."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values if isinstance(values, (np.ndarray, list, tuple)) else list(values))
+
+
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     """``value`` as an int in [low, high] (high inclusive), else a ValueError naming ``name``."""
     allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
@@ -136,19 +143,20 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
     ``reachable_lengths`` (one int per example, default None = Algorithm 2 exactly) is for TokenDrop +
     BucketSampler: the length each example can be trimmed to, i.e. its length minus all its droppable
     stopword tokens (:func:`tdnotebooks.tokendrop.reachable_lengths`). Examples that can be trimmed down to
-    their bucket's lower bound ``k*w`` (more exactly, its shortest length) keep Algorithm 2's random order; the few that cannot (too few
-    stopwords) are moved behind them, ordered by how far above the bound they stay (a stable sort of
-    ``max(0, reachable - floor)`` after the shuffle, so ties stay random; floor = the bucket's shortest
-    length, which is ``k*w`` when some member is that short, and higher otherwise, as always in bucket 0). Such an example would otherwise make a whole batch
-    of trimmable ones wait in padding at its width; now they share batches among themselves. Because they
-    come last, a bucket's residual (its leftover, merged by RBM) holds them first: which examples are merged
-    is no longer random. Buckets, batch sizes, the number of batches and the merging rule are Algorithm 2's.
-    On the bundled data this takes TokenDrop + BucketSampler's padding over 3 epochs from 0.8 % / 0.6 % to
-    0.28 % / 0.42 % (rt_sentiment / reviews_long, seed 0, ``python -m tdnotebooks.bench finetune``).
-    Sorting whole buckets by reachable length would pad less (0.24 %) but makes batches homogeneous in their
-    stopword share, which cost about 2 points of dev accuracy in our CPU check (BENCHMARKS.md); this keeps
-    the batches of about 97 % of the examples as random as Algorithm 2's. With TokenDrop disabled nothing
-    can be trimmed: do not pass reachable lengths then (each bucket would be sorted by length).
+    their bucket's floor keep Algorithm 2's random order; the few that cannot (too few stopwords) are moved
+    behind them, ordered by how far above the floor they stay (a stable sort of ``max(0, reachable -
+    floor)`` after the shuffle, so ties stay random). The floor is the bucket's shortest length: its lower
+    bound ``k*w`` when some member is that short, higher otherwise (always in bucket 0). Such an example
+    would otherwise make a whole batch of trimmable ones wait in padding at its width; now they share
+    batches among themselves. Because they come last, a bucket's residual (its leftover, merged by RBM)
+    holds them first: which examples are merged is no longer random. Buckets, batch sizes, the number of
+    batches and the merging rule are Algorithm 2's. On the bundled data this takes TokenDrop +
+    BucketSampler's padding over 3 epochs from 0.8 % / 0.6 % to 0.28 % / 0.42 % (rt_sentiment /
+    reviews_long, seed 0, ``python -m tdnotebooks.bench finetune``). Sorting whole buckets by reachable
+    length would pad less (0.24 %) but makes batches homogeneous in their stopword share, which cost about
+    2 points of dev accuracy in our CPU check (BENCHMARKS.md); this keeps the batches of about 97 % of the
+    examples as random as Algorithm 2's. With TokenDrop disabled nothing can be trimmed: do not pass
+    reachable lengths then (each bucket would be sorted by length).
 
     Distributed (``num_replicas`` > 1): the epoch's batch list is padded by repeating its first batches
     until its length is a multiple of ``num_replicas`` (as ``DistributedSampler`` does with examples),
@@ -203,6 +211,7 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
         self.seed = int(seed)
         self.num_replicas = _check_int("num_replicas", num_replicas, 1)
         self.rank = _check_int("rank", rank, 0, self.num_replicas - 1)
+
         # Lines 19-23: bucket members, kept in index order (the per-epoch shuffle permutes them).
         bucket_ids = self.lengths // self.bucket_width
         order = np.argsort(bucket_ids, kind="stable")
@@ -225,9 +234,7 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
 
     @staticmethod
     def _check_lengths(lengths: Sequence[int]) -> np.ndarray:
-        if isinstance(lengths, torch.Tensor):
-            lengths = lengths.detach().cpu().numpy()
-        arr = np.asarray(lengths if isinstance(lengths, (np.ndarray, list, tuple)) else list(lengths))
+        arr = _as_array(lengths)
         if arr.size == 0:
             raise ValueError("lengths is empty: need at least one example length")
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
@@ -240,9 +247,7 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
         return arr.astype(np.int64)
 
     def _check_reachable(self, reachable: Sequence[int]) -> np.ndarray:
-        if isinstance(reachable, torch.Tensor):
-            reachable = reachable.detach().cpu().numpy()
-        arr = np.asarray(reachable if isinstance(reachable, (np.ndarray, list, tuple)) else list(reachable))
+        arr = _as_array(reachable)
         n = len(self.lengths)
         if arr.ndim != 1 or arr.size != n or arr.dtype.kind not in "iu":
             raise ValueError(f"reachable_lengths must be a flat sequence of ints, one per example ({n}), got "
@@ -348,7 +353,8 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
             if self.shuffle and len(members) > 1:  # line 27
                 members = members[torch.randperm(len(members), generator=g)]
             if self._excess is not None and len(members) > 1:  # stable sort: ties keep the shuffle
-                members = members[torch.sort(torch.from_numpy(self._excess[members.numpy()]), stable=True).indices]
+                excess = torch.from_numpy(self._excess[members.numpy()])
+                members = members[torch.sort(excess, stable=True).indices]
             batch_size = self.batch_size_for(bucket, epoch)  # line 28
             n_full = len(members) // batch_size * batch_size
             if n_full:  # lines 29-32

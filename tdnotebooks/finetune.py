@@ -45,6 +45,11 @@ from .runtime import get_device, seed_everything
 METHODS = ("random", "group_by_length", "bucket", "tokendrop_bucket")
 
 
+def _is_dropout_rate(value: Any) -> bool:
+    """A real number in [0, 1) (bools are not rates)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and 0 <= value < 1
+
+
 @dataclass
 class FinetuneConfig:
     """Hyperparameters; defaults follow the paper where it gives them (width 5, scaling factor 2)."""
@@ -90,8 +95,7 @@ class FinetuneConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         dropout = self.tokendrop_dropout
-        if dropout is not None and dropout != "paper" and (
-                isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1):
+        if dropout is not None and dropout != "paper" and not _is_dropout_rate(dropout):
             raise ValueError(f"tokendrop_dropout must be 'paper', None (keep the model's) or a number in [0, 1), "
                              f"got {dropout!r}")
         if self.token_drop_rate > 0 and self.method in ("bucket", "tokendrop_bucket"):
@@ -122,7 +126,7 @@ def tokendrop_dropout_rate(config: FinetuneConfig, num_train_examples: int) -> f
 def set_dropout(model: torch.nn.Module, rate: float | None) -> list[tuple[torch.nn.Dropout, float]]:
     """Set the rate of every ``nn.Dropout`` in ``model`` (embeddings, attention, hidden, classifier) to ``rate``;
     returns each module's previous rate for :func:`restore_dropout`. ``rate=None`` changes nothing."""
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1):
+    if rate is not None and not _is_dropout_rate(rate):
         raise ValueError(f"rate must be None (keep the model's dropout) or a number in [0, 1), got {rate!r}")
     modules = [] if rate is None else [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     saved = [(m, m.p) for m in modules]

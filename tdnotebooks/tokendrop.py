@@ -376,9 +376,10 @@ class TokenDrop:
 
     def reachable_length(self, example: Mapping[str, Any]) -> int:
         """The shortest this example can get: its length minus every token of its droppable stopword words."""
+        length = len(_as_list(example["input_ids"]))
         if not self.enabled:
-            return len(_as_list(example["input_ids"]))
-        return len(_as_list(example["input_ids"])) - sum(end - start for start, end in self.droppable_spans(example))
+            return length
+        return length - sum(end - start for start, end in self.droppable_spans(example))
 
     def generator(self, epoch: int, index: int) -> np.random.Generator:
         """A local generator seeded with (seed, epoch, index): the global RNG is never touched."""

@@ -338,8 +338,7 @@ def padding_at_scale(train: Any, pad_token_id: int, *, seeds: int, epochs: int, 
     rows = train.remove_columns([c for c in ("text",) if c in train.column_names]).to_list()
     out: dict[str, dict[str, Any]] = {}
     for name, fields in variants.items():
-        real = slots = batches = 0
-        per_epoch = [[0, 0] for _ in range(epochs)]
+        per_epoch = [[0, 0, 0] for _ in range(epochs)]  # real tokens, slot tokens, batches; summed over seeds
         for seed in range(seeds):
             config = FinetuneConfig(token_budget=token_budget, base_batch_size=base_batch_size, seed=seed,
                                     epochs=epochs, progress=False, **fields)
@@ -352,13 +351,13 @@ def padding_at_scale(train: Any, pad_token_id: int, *, seeds: int, epochs: int, 
                 after = batching.collate.stats
                 per_epoch[epoch][0] += after.real_tokens - before.real_tokens
                 per_epoch[epoch][1] += after.slot_tokens - before.slot_tokens
-            stats = batching.collate.stats
-            real, slots, batches = real + stats.real_tokens, slots + stats.slot_tokens, batches + stats.num_batches
+                per_epoch[epoch][2] += after.num_batches - before.num_batches
+        real, slots, batches = (sum(counts) for counts in zip(*per_epoch, strict=True))
         out[name] = {"real_tokens": real, "slot_tokens": slots, "pad_tokens": slots - real,
                      "padding_fraction": (slots - real) / slots, "num_batches": batches,
-                     "real_tokens_per_epoch": [r for r, _ in per_epoch],
-                     "slot_tokens_per_epoch": [s_ for _, s_ in per_epoch],
-                     "padding_fraction_per_epoch": [(s_ - r) / s_ for r, s_ in per_epoch]}
+                     "real_tokens_per_epoch": [r for r, _, _ in per_epoch],
+                     "slot_tokens_per_epoch": [s_ for _, s_, _ in per_epoch],
+                     "padding_fraction_per_epoch": [(s_ - r) / s_ for r, s_, _ in per_epoch]}
     return out
 
 
