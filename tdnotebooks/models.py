@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .data import HubUnavailableError, ensure_hub_reachable, hub_offline
+from tdnotebooks.data import HubUnavailableError, ensure_hub_reachable, hub_offline
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm", "bundled")
@@ -101,7 +101,7 @@ def load_pretrained(name_or_path: str | os.PathLike = BUNDLED_MODEL, kind: str =
         raise ValueError(f"kind={kind!r} is not supported; allowed: {', '.join(KINDS)}")
     if kind == "classifier" and (not isinstance(num_labels, int) or num_labels < 1):
         raise ValueError(f"num_labels must be an int >= 1 (1 = regression), got {num_labels!r}")
-    from .runtime import get_device
+    from tdnotebooks.runtime import get_device
 
     dev = get_device(device)
     source = resolve_model(name_or_path)
@@ -208,7 +208,7 @@ def _byte_level_bpe(vocab_size: int, corpus: str, max_texts: int) -> Any:
     from tokenizers.processors import RobertaProcessing
     from transformers import PreTrainedTokenizerFast
 
-    from .data import load_corpus
+    from tdnotebooks.data import load_corpus
 
     texts = load_corpus(corpus)["train"]["text"][:max_texts]
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import BertForMaskedLM
 
-from tdnotebooks.analysis import (
+from tdnotebooks.pretraining.analysis import (
     classifier_from_mlm,
     compare_pretraining,
     corrupted_views,
@@ -24,7 +24,7 @@ from tdnotebooks.analysis import (
     semantic_drift,
 )
 from tdnotebooks.models import tiny_bert
-from tdnotebooks.token_dropping import TokenDroppingBert, TokenDroppingConfig
+from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, TokenDroppingConfig
 
 TEXTS = [
     "The movie was a delightful surprise from start to finish, warm and very funny.",
@@ -128,7 +128,7 @@ def test_drift_is_one_for_identical_texts_and_lower_for_views(wordpiece, td, sbe
 
 
 def test_drift_tracker_measures_every_chunk(wordpiece, sbert, tmp_path):
-    from tdnotebooks.pretrain import PretrainConfig
+    from tdnotebooks.pretraining.train import PretrainConfig
 
     config = PretrainConfig(mode="token_drop", steps=4, batch_size=2, block_size=16, num_layers=2, hidden_size=32,
                             num_heads=2, intermediate_size=64, max_texts=20, eval_every=2, eval_blocks=2,
@@ -244,7 +244,7 @@ TINY_RUN = dict(steps=3, batch_size=2, block_size=16, num_layers=2, hidden_size=
 
 
 def test_compare_pretraining_is_seeded_and_summarises_over_seeds(wordpiece):
-    from tdnotebooks.pretrain import PretrainConfig
+    from tdnotebooks.pretraining.train import PretrainConfig
 
     methods = {"a": {"mode": "baseline"}, "same as a": {"mode": "baseline"}, "td": {"mode": "token_drop"}}
     results = compare_pretraining(methods, PretrainConfig(**TINY_RUN), seeds=(0, 1), tokenizer=wordpiece)
@@ -261,7 +261,7 @@ def test_compare_pretraining_is_seeded_and_summarises_over_seeds(wordpiece):
 
 
 def test_compare_pretraining_measures_drift_and_probes(wordpiece, sbert):
-    from tdnotebooks.pretrain import PretrainConfig
+    from tdnotebooks.pretraining.train import PretrainConfig
 
     texts = ["a great film", "an awful film", "truly great", "truly awful"]
     results = compare_pretraining({"base": {"mode": "baseline"}, "td": {"mode": "token_drop"}},
@@ -287,7 +287,7 @@ def test_compare_pretraining_bad_arguments(kwargs, message):
 
 
 def test_seconds_per_step_leaves_out_the_warm_up_step():
-    from tdnotebooks.analysis import _mean_step_seconds
+    from tdnotebooks.pretraining.analysis import _mean_step_seconds
 
     assert _mean_step_seconds([{"seconds": 9.0}, {"seconds": 1.0}, {"seconds": 2.0}]) == 1.5
     assert _mean_step_seconds([{"seconds": 4.0}]) == 4.0

@@ -27,7 +27,7 @@ from tdnotebooks.bench.pretrain import (
     run_benchmark,
     step_time,
 )
-from tdnotebooks.token_dropping import TokenDroppingConfig, flops_ratio
+from tdnotebooks.pretraining.token_dropping import TokenDroppingConfig, flops_ratio
 
 SIZE = SizeSpec(name="mini", num_layers=4, hidden_size=32, num_heads=2, intermediate_size=64, block_size=32,
                 batch_size=4, timed_steps=2, warmup_steps=1)

@@ -1,4 +1,4 @@
-"""Tests for tdnotebooks.bucketing: BucketSampler (Algorithm 2), BatchCap, RBM, LRM, profiling, collation."""
+"""Tests for tdnotebooks.finetuning.bucketing: BucketSampler (Algorithm 2), BatchCap, RBM, LRM, profiling, collation."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdnotebooks.bucketing import (
+from tdnotebooks.finetuning.bucketing import (
     Bucket,
     BucketSampler,
     LRModulator,
@@ -604,7 +604,7 @@ def test_largest_fitting_batch_finds_the_exact_limit(base, slope, curve, limit, 
 
 def test_profile_hwcap_cuda_branch_with_simulated_memory(monkeypatch):
     """The CUDA orchestration with the measurement faked: peak = 1000 + batch * length**2 bytes."""
-    import tdnotebooks.bucketing as bucketing
+    import tdnotebooks.finetuning.bucketing as bucketing
 
     measured = []
 

@@ -19,7 +19,7 @@ from tdnotebooks.exercises.fast_inference import (
     solution_throughput_choice,
     solution_tokens_left,
 )
-from tdnotebooks.tokendrop import find_stopwords
+from tdnotebooks.finetuning.tokendrop import find_stopwords
 
 TEXTS = ["The plot is thin, but the acting is so good.", "A film of great beauty and no sense at all.",
          "Painful."]

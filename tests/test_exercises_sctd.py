@@ -4,7 +4,7 @@ import math
 import pytest
 
 from tdnotebooks.exercises import sctd as ex
-from tdnotebooks.token_dropping import flops_ratio
+from tdnotebooks.pretraining.token_dropping import flops_ratio
 
 TERMS = {"mlm_dropped": 6.0, "mlm_full": 4.0, "kl_global": 2.0, "kl_local": 4.0, "is_full_step": True}
 CASES = {

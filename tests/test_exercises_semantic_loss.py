@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from tdnotebooks import analysis
+from tdnotebooks.pretraining import analysis
 from tdnotebooks.exercises import Feedback
 from tdnotebooks.exercises import semantic_loss as ex
 

@@ -8,7 +8,7 @@ import torch
 
 from tdnotebooks.exercises import Feedback
 from tdnotebooks.exercises import token_dropping as ex
-from tdnotebooks.token_dropping import select_kept_tokens
+from tdnotebooks.pretraining.token_dropping import select_kept_tokens
 
 # (check, its solution's keyword arguments, a wrong answer, a phrase of the hint, a wrongly typed answer)
 CASES = {

@@ -8,7 +8,8 @@ import pytest
 
 from tdnotebooks.exercises import Feedback
 from tdnotebooks.exercises import tokendrop as ex
-from tdnotebooks.tokendrop import STOPWORDS, TokenDrop, prepare
+from tdnotebooks.finetuning.tokendrop import TokenDrop, prepare
+from tdnotebooks.stopwords import STOPWORDS
 
 WRONG_TYPES = ["2", [1, 2], True, float("nan"), {"a": 1}, object(), 3.5]
 TEXTS = ["The plot is thin, but the actors are not bad at all.", "A film with (almost) no jokes ... sadly.",

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tdnotebooks.finetune import (
+from tdnotebooks.finetuning.train import (
     METHODS,
     FinetuneConfig,
     dropout_rate,
@@ -19,7 +19,7 @@ from tdnotebooks.padding import padding_stats
 @pytest.fixture(scope="module")
 def tiny_task(wordpiece):
     from tdnotebooks.data import load_task
-    from tdnotebooks.tokendrop import prepare
+    from tdnotebooks.finetuning.tokendrop import prepare
 
     rt = load_task("rt_sentiment")
     train = prepare(rt["train"].shuffle(seed=0).select(range(96)), wordpiece, max_length=48)
@@ -121,7 +121,7 @@ def test_tokendrop_bucket_pads_at_most_half_a_percent_on_the_bundled_data(wordpi
     three epochs of BatchCap, with the collator that really feeds the model. As written (Algorithms 2 and 3,
     batches cut regardless of stopwords) it pads more; ordering by reachable length brings it under 0.5 %."""
     from tdnotebooks.data import load_task
-    from tdnotebooks.tokendrop import prepare
+    from tdnotebooks.finetuning.tokendrop import prepare
 
     train = prepare(load_task(task)["train"], wordpiece, max_length=128)
     rows = train.select_columns(["input_ids", "attention_mask", "token_type_ids", "stopword_spans",

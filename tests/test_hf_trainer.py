@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from tdnotebooks.finetune import FinetuneConfig
-from tdnotebooks.hf_trainer import BucketTrainer
+from tdnotebooks.finetuning.train import FinetuneConfig
+from tdnotebooks.finetuning.hf_trainer import BucketTrainer
 
 
 class Recorder(TrainerCallback):
@@ -21,7 +21,7 @@ class Recorder(TrainerCallback):
 @pytest.fixture(scope="module")
 def prepared(wordpiece):
     from tdnotebooks.data import load_task
-    from tdnotebooks.tokendrop import prepare
+    from tdnotebooks.finetuning.tokendrop import prepare
 
     return prepare(load_task("rt_sentiment")["train"].select(range(64)), wordpiece, max_length=32)
 

@@ -1,12 +1,12 @@
-"""Server-mode and real-time inference (tdnotebooks.inference): order, padding, errors, TokenDrop at batch size 1."""
+"""Server-mode and real-time inference (tdnotebooks.finetuning.inference): order, padding, errors, TokenDrop at batch size 1."""
 
 import numpy as np
 import pytest
 import torch
 
 from tdnotebooks.data import load_task
-from tdnotebooks.inference import latency_at_batch_size_1, predict
-from tdnotebooks.tokendrop import TokenDrop, prepare
+from tdnotebooks.finetuning.inference import latency_at_batch_size_1, predict
+from tdnotebooks.finetuning.tokendrop import TokenDrop, prepare
 
 MAX_LENGTH = 64
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from tdnotebooks.pretrain import (
-    MODES,
+from tdnotebooks.pretraining.train import (
+    PRETRAIN_MODES,
     PretrainConfig,
     latest_checkpoint,
     list_checkpoints,
@@ -83,7 +83,7 @@ def test_sample_order_is_a_permutation_per_epoch():
 # ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", PRETRAIN_MODES)
 def test_each_mode_trains_a_few_steps(wordpiece, mode):
     from transformers import BertForMaskedLM
 
@@ -177,7 +177,7 @@ def test_resume_restores_the_importance_table(wordpiece, uninterrupted):
 
 def test_resume_needs_the_rng_states(wordpiece, tmp_path, uninterrupted, monkeypatch):
     """The check has teeth: without restoring RNG states (dropout) the resumed losses differ."""
-    import tdnotebooks.pretrain as pretrain_module
+    import tdnotebooks.pretraining.train as pretrain_module
 
     _, hist_full, _ = uninterrupted
     run(wordpiece, stop_after=4, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path))

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tdnotebooks.sctd import (
+from tdnotebooks.pretraining.sctd import (
     KL_TARGETS,
     ScTDConfig,
     is_full_step,
     kl_from_scores,
     sctd_loss,
 )
-from tdnotebooks.token_dropping import TokenDroppingBert, TokenDroppingConfig
+from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, TokenDroppingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one CPU thread
 

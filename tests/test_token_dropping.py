@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tdnotebooks.token_dropping import (
+from tdnotebooks.pretraining.token_dropping import (
     ImportanceTable,
     KeptTokens,
     TokenDroppingBert,

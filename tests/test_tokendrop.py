@@ -15,9 +15,7 @@ from hypothesis import strategies as st
 from tdnotebooks.data import load_task
 from tdnotebooks.models import bundled_model_path, byte_level_bpe
 from tdnotebooks.padding import padding_stats
-from tdnotebooks.tokendrop import (
-    PRONOUNS,
-    STOPWORDS,
+from tdnotebooks.finetuning.tokendrop import (
     TokenDrop,
     TokenDropBucketCollator,
     TokenDropCollator,
@@ -28,8 +26,8 @@ from tdnotebooks.tokendrop import (
     reachable_lengths,
     remove_articles_and_punctuation,
     split_words,
-    stopword_set,
 )
+from tdnotebooks.stopwords import PRONOUNS, STOPWORDS, stopword_set
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -356,7 +354,7 @@ def test_reachable_lengths_subtract_every_droppable_stopword_token(rt_wp):
         assert len(drop.apply(row, epoch=0, target_length=1).input_ids) == floor
     with pytest.raises(ValueError, match="token_drop must be a TokenDrop"):
         reachable_lengths(data, 0.5)
-    with pytest.raises(ValueError, match="data must be a split from tdnotebooks.tokendrop.prepare"):
+    with pytest.raises(ValueError, match="data must be a split from tdnotebooks.finetuning.tokendrop.prepare"):
         reachable_lengths(load_task("rt_sentiment")["dev"], TokenDrop(mode="to_length"))
 
 

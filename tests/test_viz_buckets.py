@@ -1,13 +1,13 @@
-"""Charts of notebook 01 (tdnotebooks.viz_buckets) at the extremes of the notebook's widgets."""
+"""Charts of notebook 01 (tdnotebooks.viz.padding_and_buckets) at the extremes of the notebook's widgets."""
 
 import math
 
 import numpy as np
 import pytest
 
-from tdnotebooks.bucketing import BucketSampler, bucket_upper_lengths
+from tdnotebooks.finetuning.bucketing import BucketSampler, bucket_upper_lengths
 from tdnotebooks.padding import padding_stats, random_batches
-from tdnotebooks.viz_buckets import (
+from tdnotebooks.viz.padding_and_buckets import (
     batch_cap_curves,
     batch_picture,
     batch_sizes_per_step,

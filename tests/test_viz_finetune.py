@@ -1,4 +1,4 @@
-"""Charts of notebook 03 (tdnotebooks.viz_finetune) on hand-made histories, at the extremes."""
+"""Charts of notebook 03 (tdnotebooks.viz.fast_finetuning) on hand-made histories, at the extremes."""
 
 import math
 from dataclasses import asdict
@@ -6,15 +6,15 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from tdnotebooks.finetune import FinetuneConfig, History
-from tdnotebooks.viz_finetune import ablation_chart, accuracy_vs_time, loss_curves, lr_per_step
+from tdnotebooks.finetuning.train import FinetuneConfig, FinetuneHistory
+from tdnotebooks.viz.fast_finetuning import ablation_chart, accuracy_vs_time, loss_curves, lr_per_step
 
 
 def make_history(batch_sizes_per_epoch, *, accuracy=None, seconds=None, loss=0.5, method="bucket", lrm=True,
                  base=8, lr=1e-3, padding=(90, 100)):
-    """A History whose steps have the given batch sizes; lr = lr * LRM factor when the run is modulated."""
+    """A FinetuneHistory whose steps have the given batch sizes; lr = lr * LRM factor when the run is modulated."""
     config = asdict(FinetuneConfig(method=method, lrm=lrm, base_batch_size=base))
-    history = History(config=config)
+    history = FinetuneHistory(config=config)
     step = 0
     for epoch, sizes in enumerate(batch_sizes_per_epoch):
         for size in sizes:
@@ -59,7 +59,7 @@ def test_accuracy_vs_time_rejects_bad_runs():
         accuracy_vs_time({"x": [make_history([[8]]), make_history([[8], [8]])]})
     with pytest.raises(ValueError, match="no histories"):
         accuracy_vs_time({"x": []})
-    with pytest.raises(ValueError, match="History"):
+    with pytest.raises(ValueError, match="FinetuneHistory"):
         accuracy_vs_time({"x": {"epochs": []}})
 
 

@@ -1,11 +1,11 @@
-"""Charts of notebook 04 (tdnotebooks.viz_inference) at the extremes of what the notebook feeds them."""
+"""Charts of notebook 04 (tdnotebooks.viz.fast_inference) at the extremes of what the notebook feeds them."""
 
 import pytest
 import torch
 
-from tdnotebooks.inference import LatencyResult, Predictions
+from tdnotebooks.finetuning.inference import LatencyResult, Predictions
 from tdnotebooks.padding import PaddingStats
-from tdnotebooks.viz_inference import latency_accuracy_chart, server_mode_chart
+from tdnotebooks.viz.fast_inference import latency_accuracy_chart, server_mode_chart
 
 
 def _titled(fig):

@@ -1,8 +1,8 @@
-"""Charts of notebook 07 (tdnotebooks.viz_sctd): what they plot, the formulas behind them, and their errors."""
+"""Charts of notebook 07 (tdnotebooks.viz.sctd): what they plot, the formulas behind them, and their errors."""
 
 import pytest
 
-from tdnotebooks.viz_sctd import (
+from tdnotebooks.viz.sctd import (
     cost_curve_chart,
     loss_contributions,
     loss_terms_chart,

@@ -1,9 +1,9 @@
-"""Charts of notebook 06 (tdnotebooks.viz_semantic): what they plot, and their errors on bad input."""
+"""Charts of notebook 06 (tdnotebooks.viz.semantic_loss): what they plot, and their errors on bad input."""
 
 import numpy as np
 import pytest
 
-from tdnotebooks.viz_semantic import drift_curves_chart, probe_chart, view_similarity_chart
+from tdnotebooks.viz.semantic_loss import drift_curves_chart, probe_chart, view_similarity_chart
 
 
 def _titled(fig):

@@ -1,8 +1,8 @@
-"""Charts of notebook 05 (tdnotebooks.viz_token_dropping): values drawn, holes where tokens skip, errors."""
+"""Charts of notebook 05 (tdnotebooks.viz.token_dropping): values drawn, holes where tokens skip, errors."""
 
 import pytest
 
-from tdnotebooks.viz_token_dropping import importance_curves, layer_token_grid
+from tdnotebooks.viz.token_dropping import importance_curves, layer_token_grid
 
 TOKENS = ["[CLS]", "the", "[MASK]", "king", ",", "[SEP]"]
 IMPORTANCE = [1e4, 7.0, 1e4, 9.5, 6.0, 1e4]

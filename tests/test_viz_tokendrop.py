@@ -1,14 +1,14 @@
-"""Charts of notebook 02 (tdnotebooks.viz_tokendrop) at the extremes of the notebook's settings."""
+"""Charts of notebook 02 (tdnotebooks.viz.tokendrop) at the extremes of the notebook's settings."""
 
 import numpy as np
 import pytest
 
-from tdnotebooks.finetune import History
-from tdnotebooks.viz_tokendrop import resilience_chart, training_curves
+from tdnotebooks.finetuning.train import FinetuneHistory
+from tdnotebooks.viz.tokendrop import resilience_chart, training_curves
 
 
 def _epochs(n, start_loss):
-    """n epoch records shaped like History.epochs (train loss falls, dev loss rises: overfitting)."""
+    """n epoch records shaped like FinetuneHistory.epochs (train loss falls, dev loss rises: overfitting)."""
     return [{"epoch": e, "train_loss": start_loss / (e + 1), "dev_loss": 0.5 + 0.1 * e,
              "dev_accuracy": min(1.0, 0.5 + 0.05 * e), "train_seconds": 1.0} for e in range(n)]
 
@@ -19,7 +19,7 @@ def _titled(fig):
 
 @pytest.mark.parametrize("epochs", [1, 12])
 def test_training_curves_draws_three_lines_per_run(epochs):
-    runs = {"no TokenDrop": History(config={}, epochs=_epochs(epochs, 0.7)),  # a History ...
+    runs = {"no TokenDrop": FinetuneHistory(config={}, epochs=_epochs(epochs, 0.7)),  # a FinetuneHistory ...
             "TokenDrop 0.5": _epochs(epochs, 0.9)}                         # ... or its epoch records
     fig = training_curves(runs)
     assert len(fig.data) == 3 * len(runs) and _titled(fig)

@@ -3,7 +3,7 @@
 ``python -m tdnotebooks.bench finetune [--quick] [--out FILE] [--seeds N] [--device cpu|cuda]``
 
 On each bundled task (``rt_sentiment``, ``reviews_long``) the bundled MiniLM classifier is fine-tuned
-with every method of :func:`tdnotebooks.finetune.finetune` (the paper's Table 1 comparison, Section 3.1),
+with every method of :func:`tdnotebooks.finetuning.train.finetune` (the paper's Table 1 comparison, Section 3.1),
 from the same initial weights per seed, in one process, one method after the other. Then the
 TokenDrop + BucketSampler model of the first seed is used for the two inference settings of Section 3.2:
 latency at batch size 1 against the inference drop rate (Fig. 4) and server-mode throughput of random
@@ -42,17 +42,18 @@ import math
 import operator
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tdnotebooks.finetuning.callbacks import FinetuneCallback
 
 HELP = ("fine-tuning speed and accuracy: RandomSampler vs group_by_length vs BucketSampler vs "
         "TokenDrop + BucketSampler, plus inference latency/throughput")
 
 TASKS = ("rt_sentiment", "reviews_long")
-METHODS = ("random", "group_by_length", "bucket", "tokendrop_bucket")  # = tdnotebooks.finetune.METHODS
+METHODS = ("random", "group_by_length", "bucket", "tokendrop_bucket")  # = tdnotebooks.finetuning.train.METHODS
 BASELINE = "random"
 PAPER_METHOD = "tokendrop_bucket"
 INFERENCE_RATES = (0.0, 0.5, 1.0)
@@ -138,7 +139,7 @@ class BenchConfig:
                     raise ValueError(f"{name}[{task!r}] must be None (whole split) or an int >= 2, got {n!r}")
 
     def finetune_kwargs(self) -> dict[str, Any]:
-        """The :class:`tdnotebooks.finetune.FinetuneConfig` fields every method shares."""
+        """The :class:`tdnotebooks.finetuning.train.FinetuneConfig` fields every method shares."""
         return {"epochs": self.epochs, "lr": self.lr, "base_batch_size": self.base_batch_size,
                 "token_budget": self.token_budget, "freeze_embeddings": self.freeze_embeddings,
                 "device": self.device, "progress": False}
@@ -171,7 +172,7 @@ def full_config(**overrides: Any) -> BenchConfig:
 class TimedCollate:
     """A collator wrapper that adds up the seconds spent inside it (how the TokenDrop overhead is measured).
 
-    It keeps the interface :func:`tdnotebooks.finetune.finetune` reads (``stats``); ``inner`` is the
+    It keeps the interface :func:`tdnotebooks.finetuning.train.finetune` reads (``stats``); ``inner`` is the
     wrapped collator (``inner.dropped_tokens`` for the TokenDrop ones).
     """
 
@@ -191,62 +192,31 @@ class TimedCollate:
         return self.inner.stats
 
 
-@contextmanager
-def timed_collators() -> Iterator[list[TimedCollate]]:
-    """While active, every ``finetune()`` call gets its collator wrapped in a :class:`TimedCollate`.
+class RunRecorder(FinetuneCallback):
+    """A :class:`~tdnotebooks.finetuning.callbacks.FinetuneCallback` for one ``finetune`` run: wraps the run's
+    collator in a :class:`TimedCollate` and adds up the CPU seconds of the per-epoch dev evaluation, so that
+    subtracting them from the CPU time of the whole call leaves the CPU time of training."""
 
-    ``finetune`` builds its batches with the module-level ``make_batching``; it is swapped for a wrapper
-    here and restored on exit. The yielded list receives one timer per ``finetune`` call.
-    """
-    from tdnotebooks import finetune as finetune_module
+    def __init__(self) -> None:
+        self.collate: TimedCollate | None = None
+        self.evaluation_cpu_seconds = 0.0
+        self._evaluation_start = 0.0
 
-    timers: list[TimedCollate] = []
-    original = finetune_module.make_batching
+    def on_batching(self, batching: Any) -> None:
+        batching.collate = self.collate = TimedCollate(batching.collate)
 
-    def make_timed_batching(config: Any, train: Any, pad_token_id: int) -> Any:
-        batching = original(config, train, pad_token_id)
-        batching.collate = TimedCollate(batching.collate)
-        timers.append(batching.collate)
-        return batching
+    def on_evaluate_begin(self, epoch: int) -> None:
+        self._evaluation_start = time.process_time()
 
-    finetune_module.make_batching = make_timed_batching
-    try:
-        yield timers
-    finally:
-        finetune_module.make_batching = original
-
-
-@contextmanager
-def evaluation_cpu_seconds() -> Iterator[list[float]]:
-    """While active, CPU seconds spent in ``tdnotebooks.inference.predict`` add up in the yielded list's item.
-
-    ``finetune`` evaluates on the dev set with ``predict`` after every epoch; subtracting this from the
-    CPU time of the whole ``finetune`` call leaves the CPU time of training.
-    """
-    from tdnotebooks import inference
-
-    total = [0.0]
-    original = inference.predict
-
-    def timed_predict(*args: Any, **kwargs: Any) -> Any:
-        start = time.process_time()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            total[0] += time.process_time() - start
-
-    inference.predict = timed_predict
-    try:
-        yield total
-    finally:
-        inference.predict = original
+    def on_evaluate_end(self, epoch: int) -> None:
+        self.evaluation_cpu_seconds += time.process_time() - self._evaluation_start
 
 
 def warm_up(model: Any, train: Any, pad_token_id: int, device: Any) -> None:
     """One small forward/backward (4 training examples) on ``device``, gradients cleared afterwards."""
     import torch
 
-    from tdnotebooks.bucketing import PadToBatchMax
+    from tdnotebooks.finetuning.bucketing import PadToBatchMax
     from tdnotebooks.runtime import amp_dtype
 
     dtype = amp_dtype(device)
@@ -263,15 +233,15 @@ def warm_up(model: Any, train: Any, pad_token_id: int, device: Any) -> None:
 def train_one(model: Any, train: Any, dev: Any, method: str, seed: int, config: BenchConfig,
               pad_token_id: int, device: Any) -> dict[str, Any]:
     """Warm up, fine-tune ``model`` in place with ``method``; the run's timings, tokens and accuracy."""
-    from tdnotebooks.finetune import finetune
+    from tdnotebooks.finetuning.train import finetune
 
     warm_up(model, train, pad_token_id, device)
-    with timed_collators() as timers, evaluation_cpu_seconds() as evaluation:
-        cpu_start = time.process_time()
-        history = finetune(model, train, dev, method=method, seed=seed, pad_token_id=pad_token_id,
-                           **config.finetune_kwargs())
-        train_cpu_seconds = time.process_time() - cpu_start - evaluation[0]
-    timer = timers[-1]
+    recorder = RunRecorder()
+    cpu_start = time.process_time()
+    history = finetune(model, train, dev, method=method, seed=seed, pad_token_id=pad_token_id,
+                       callbacks=[recorder], **config.finetune_kwargs())
+    train_cpu_seconds = time.process_time() - cpu_start - recorder.evaluation_cpu_seconds
+    timer = recorder.collate
     padding = history.padding
     return {
         "method": method, "seed": seed,
@@ -329,11 +299,11 @@ def padding_at_scale(train: Any, pad_token_id: int, *, seeds: int, epochs: int, 
                      ) -> dict[str, dict[str, Any]]:
     """Real and slot tokens of every batch each batching makes over ``train``: no model, no timing.
 
-    For each variant (:data:`SCALE_VARIANTS`) and seed, :func:`tdnotebooks.finetune.make_batching` builds the
+    For each variant (:data:`SCALE_VARIANTS`) and seed, :func:`tdnotebooks.finetuning.train.make_batching` builds the
     sampler and collator that training would use; every batch of every epoch goes through the collator.
     Totals over epochs and seeds, per variant, plus the padding fraction of each epoch.
     """
-    from tdnotebooks.finetune import FinetuneConfig, make_batching
+    from tdnotebooks.finetuning.train import FinetuneConfig, make_batching
 
     rows = train.remove_columns([c for c in ("text",) if c in train.column_names]).to_list()
     out: dict[str, dict[str, Any]] = {}
@@ -365,9 +335,9 @@ def padding_at_scale(train: Any, pad_token_id: int, *, seeds: int, epochs: int, 
 def measure_inference(model: Any, tokenizer: Any, test: Any, config: BenchConfig, pad_token_id: int,
                       device: Any) -> dict[str, list[dict[str, Any]]]:
     """Latency at batch size 1 per drop rate (Fig. 4) and server-mode throughput per batching (Table 3)."""
-    from tdnotebooks.inference import latency_at_batch_size_1, predict
+    from tdnotebooks.finetuning.inference import latency_at_batch_size_1, predict
     from tdnotebooks.runtime import amp_dtype
-    from tdnotebooks.tokendrop import TokenDrop
+    from tdnotebooks.finetuning.tokendrop import TokenDrop
 
     sample = test.select(range(min(config.latency_examples, len(test))))
     latency = []
@@ -471,7 +441,7 @@ def _subset(split: Any, n: int | None) -> Any:
 def _prepare_splits(task: str, config: BenchConfig, tokenizer: Any) -> dict[str, Any]:
     """train / dev / test subsets of ``task``, tokenized once with their stopwords found (TokenDrop's prepare)."""
     from tdnotebooks.data import load_task
-    from tdnotebooks.tokendrop import prepare
+    from tdnotebooks.finetuning.tokendrop import prepare
 
     raw = load_task(task)
     return {name: prepare(_subset(raw[name], getattr(config, f"{name}_examples").get(task)), tokenizer,
@@ -502,7 +472,7 @@ def _scale_check(task: str, train: Any, config: BenchConfig, tokenizer: Any) -> 
     (with ``--quick``: the full preset's epochs, token budget and base batch; otherwise this run's own)."""
     if config.train_examples.get(task) is not None:  # the runs used a subset: tokenize the whole split
         from tdnotebooks.data import load_task
-        from tdnotebooks.tokendrop import prepare
+        from tdnotebooks.finetuning.tokendrop import prepare
 
         train = prepare(load_task(task)["train"], tokenizer, max_length=config.max_length)
     batching = full_config() if config.quick else config  # the full run's batching, or this run's own

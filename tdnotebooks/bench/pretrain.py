@@ -4,8 +4,8 @@
 
 For each model size (a tiny BERT for CPUs and BERT-base, 12 layers x 768, random init) every mode runs a
 few full optimizer steps (forward + backward + gradient clipping + AdamW + importance update: the step of
-:func:`tdnotebooks.pretrain.pretrain`) in one process, with a fixed number of torch threads, each mode on a
-fresh copy of the same initial weights and on the same masked batches (:func:`tdnotebooks.pretrain.mask_tokens`
+:func:`tdnotebooks.pretraining.train.pretrain`) in one process, with a fixed number of torch threads, each mode on a
+fresh copy of the same initial weights and on the same masked batches (:func:`tdnotebooks.pretraining.train.mask_tokens`
 on packed corpus blocks). Modes:
 
 - ``baseline``: the full model (MLM head at the masked positions only, like every mode below);
@@ -23,9 +23,9 @@ Definitions (every figure of the table):
   ``(t_full + (Fi - 1) t_dropped) / Fi`` of the mean full-step and dropped-step times, which is exactly the
   mean over any window of a multiple of Fi steps: the full-pass steps count in their true proportion even
   when fewer than Fi steps were timed. The timed steps are t = 0 .. T-1 (t = 0 is a full step).
-- tokens/s: batch size x block size / step time (all block tokens, as in ``History.tokens_per_second``).
+- tokens/s: batch size x block size / step time (all block tokens, as in ``PretrainHistory.tokens_per_second``).
 - vs baseline: step time / baseline step time (same size, same run).
-- FLOPs ratio: analytic forward FLOPs / baseline's (:func:`tdnotebooks.token_dropping.flops_ratio`, MLM head
+- FLOPs ratio: analytic forward FLOPs / baseline's (:func:`tdnotebooks.pretraining.token_dropping.flops_ratio`, MLM head
   at the masked positions included); ScTD: r + 1 / Fi (a full step runs the dropped and the full pass);
   HF: all-position head instead of the masked-position one.
 - cpu vs base: the step-time ratio in CPU seconds of the calling thread (``time.thread_time``; with one
@@ -40,7 +40,7 @@ Targets (per size): token_drop step / baseline <= FLOPs ratio + 0.05; sctd(Fi=10
 Quality (the second table; ``--no-quality`` skips it): does ScTD beat vanilla token dropping, as the paper
 claims? A tiny BERT is pretrained from scratch on the bundled Shakespeare corpus with baseline, token_drop
 and sctd (Fi=10, lambda=0.05), same seeds, data and initial weights, then compared with
-:func:`tdnotebooks.analysis.compare_pretraining` on dev MLM loss (full model), semantic drift (Sentence-BERT
+:func:`tdnotebooks.pretraining.analysis.compare_pretraining` on dev MLM loss (full model), semantic drift (Sentence-BERT
 cosine of the view each method trains on, Rotten Tomatoes dev snippets), a linear sentiment probe on the last
 layer, and downstream sentiment accuracy after fine-tuning. The report states each ScTD - token_drop
 difference next to its noise (the seeds' sd when there are several) and says plainly when it is inside it.
@@ -118,7 +118,7 @@ class QualitySpec:
     """The quality comparison: ``steps`` of pretraining per method and seed, then the analyses.
 
     probe_size / drift_size / downstream_size: Rotten Tomatoes snippets used (train and dev each);
-    downstream_epochs: fine-tuning epochs of :func:`tdnotebooks.analysis.downstream`.
+    downstream_epochs: fine-tuning epochs of :func:`tdnotebooks.pretraining.analysis.downstream`.
     """
 
     steps: int = 150
@@ -256,10 +256,10 @@ def _make_step(mode: str, mlm: Any, config: BenchConfig, tokenizer: Any, device:
     """(step(inputs, labels, t): one full optimizer step, the optimizer) for ``mode`` on the model ``mlm``."""
     import torch
 
-    from tdnotebooks.pretrain import DEFAULT_BETA, PretrainObjective
+    from tdnotebooks.pretraining.train import DEFAULT_BETA, PretrainObjective
     from tdnotebooks.runtime import amp_dtype
-    from tdnotebooks.sctd import ScTDConfig
-    from tdnotebooks.token_dropping import TokenDroppingBert, TokenDroppingConfig
+    from tdnotebooks.pretraining.sctd import ScTDConfig
+    from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, TokenDroppingConfig
 
     dtype = amp_dtype(device)
     if mode == HF_PEER:
@@ -304,7 +304,7 @@ def time_mode(mode: str, initial: Any, batches: Sequence[tuple[Any, Any]], size:
 
     import torch
 
-    from tdnotebooks.sctd import is_full_step
+    from tdnotebooks.pretraining.sctd import is_full_step
 
     gc.collect()
     cuda = device.type == "cuda"
@@ -363,7 +363,7 @@ def step_time(seconds: Sequence[float], full: Sequence[bool], fi: int | None) ->
 def analytic_flops_ratios(size: SizeSpec, config: BenchConfig, vocab_size: int,
                           mlm_probability: float = 0.15) -> dict[str, float]:
     """Forward FLOPs of each mode / baseline for one block (masked predictions per block as mask_tokens makes)."""
-    from tdnotebooks.token_dropping import TokenDroppingConfig, flops_ratio, layer_flops
+    from tdnotebooks.pretraining.token_dropping import TokenDroppingConfig, flops_ratio, layer_flops
 
     n, h, f, L = size.block_size, size.hidden_size, size.intermediate_size, size.num_layers
     m = max(1, round(mlm_probability * (n - 2)))           # mask_tokens: round(15 % of non-special), >= 1
@@ -384,7 +384,7 @@ def _batches(size: SizeSpec, tokenizer: Any, seed: int, device: Any, count: int 
     """``count`` masked batches of packed shakespeare blocks, as pretrain() builds them, on ``device``."""
     import torch
 
-    from tdnotebooks.pretrain import corpus_blocks, mask_tokens, sample_indices
+    from tdnotebooks.pretraining.train import corpus_blocks, mask_tokens, sample_indices
 
     blocks = corpus_blocks("shakespeare", "train", tokenizer, size.block_size, max_blocks=size.batch_size * count)
     out = []
@@ -480,11 +480,11 @@ QUALITY_METHODS = ("baseline", "token_drop", "sctd")
 def run_quality(spec: QualitySpec, config: BenchConfig, tokenizer: Any, device: Any,
                 say: Callable[[str], None]) -> dict[str, Any]:
     """Pretrain baseline, token_drop and sctd with the same seeds and compare their quality
-    (:func:`tdnotebooks.analysis.compare_pretraining`); adds the ScTD - token_drop differences."""
-    from tdnotebooks.analysis import compare_pretraining
+    (:func:`tdnotebooks.pretraining.analysis.compare_pretraining`); adds the ScTD - token_drop differences."""
+    from tdnotebooks.pretraining.analysis import compare_pretraining
     from tdnotebooks.data import load_task
     from tdnotebooks.models import load_pretrained
-    from tdnotebooks.pretrain import PretrainConfig
+    from tdnotebooks.pretraining.train import PretrainConfig
 
     data = load_task("rt_sentiment")
     train = data["train"].shuffle(seed=0).select(range(spec.probe_size))

@@ -58,7 +58,7 @@ def solution_tokens_to_drop(lengths: Sequence[int] = TRIM_LENGTHS) -> list[int]:
     Computed by the training collator (``TokenDropBucketCollator``, ``trim_to="shortest"``) on examples with
     enough one-token stopwords, so every sequence can reach the target exactly.
     """
-    from tdnotebooks.tokendrop import TokenDrop, TokenDropBucketCollator
+    from tdnotebooks.finetuning.tokendrop import TokenDrop, TokenDropBucketCollator
 
     examples = [_example(n, n - 2) for n in lengths]
     token_drop = TokenDrop(mode="to_length", seed=0)
@@ -87,7 +87,7 @@ def solution_padding_left(lengths: Sequence[int] = TRIM_LENGTHS, stopwords: Sequ
 
     Collated by ``TokenDropBucketCollator`` (as in training): slots - real tokens of the padded batch.
     """
-    from tdnotebooks.tokendrop import TokenDrop, TokenDropBucketCollator
+    from tdnotebooks.finetuning.tokendrop import TokenDrop, TokenDropBucketCollator
 
     if len(lengths) != len(stopwords):
         raise ValueError(f"lengths and stopwords must have one entry per sequence, got {len(lengths)} and "
@@ -140,7 +140,7 @@ def solution_steps_per_epoch(profile: Mapping[int, int] = BUCKET_PROFILE, token_
                              base_batch_size: int = PROFILE_BASE, epoch: int = PROFILE_EPOCH,
                              scaling_factor: float = 2.0, bucket_width: int = 5, max_length: int = 128) -> int:
     """Optimizer steps of ``epoch`` (0-based) for a length profile: ``BucketSampler.num_batches`` (Algorithm 2)."""
-    from tdnotebooks.bucketing import BucketSampler
+    from tdnotebooks.finetuning.bucketing import BucketSampler
 
     sampler = BucketSampler(_profile_lengths(profile), bucket_width=bucket_width, max_length=max_length,
                             token_budget=token_budget, base_batch_size=base_batch_size,
@@ -177,7 +177,7 @@ def solution_lrm_lr(peak_lr: float = LRM_STEP["peak_lr"], total_steps: int = LRM
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from tdnotebooks.bucketing import LRModulator
+    from tdnotebooks.finetuning.bucketing import LRModulator
 
     if not 0 <= step < total_steps:
         raise ValueError(f"step must lie in [0, total_steps={total_steps}), got {step}")
@@ -203,7 +203,7 @@ def check_lrm_lr(answer: Any, **step: Any) -> Feedback:
 def solution_scaling_one(lengths: Sequence[int], base_batch_size: int, token_budget: int | None,
                          bucket_width: int = 5) -> str:
     """Steps of epoch 2 compared with epoch 1 when the scaling factor is 1: "fewer", "the same" or "more"."""
-    from tdnotebooks.bucketing import BucketSampler
+    from tdnotebooks.finetuning.bucketing import BucketSampler
 
     sampler = BucketSampler(list(lengths), bucket_width=bucket_width, token_budget=token_budget,
                             base_batch_size=base_batch_size, scaling_factor=1.0, seed=0)

@@ -38,7 +38,7 @@ def solution_tokens_left(tokenizer: Any, text: str = SENTENCE, rate: float = SEN
 
     ``drop_stopwords_for_inference`` drops round(rate x n) of the n stopword words (halves rounded up).
     """
-    from tdnotebooks.tokendrop import drop_stopwords_for_inference
+    from tdnotebooks.finetuning.tokendrop import drop_stopwords_for_inference
 
     return int(drop_stopwords_for_inference(tokenizer, text, rate, seed=seed)[0]["input_ids"].shape[1])
 
@@ -69,11 +69,11 @@ def solution_server_batches(lengths: Sequence[int] = SERVER_LENGTHS, token_budge
                             bucket_width: int = 5) -> int:
     """Batches ``predict(batching="bucketed")`` runs for requests of these ``lengths`` (BatchCap = HWCap, RBM).
 
-    Runs ``tdnotebooks.inference.predict`` itself, with a stand-in model, and counts its batches.
+    Runs ``tdnotebooks.finetuning.inference.predict`` itself, with a stand-in model, and counts its batches.
     """
     import datasets
 
-    from tdnotebooks.inference import predict
+    from tdnotebooks.finetuning.inference import predict
 
     lengths = [int(n) for n in lengths]
     if not lengths or min(lengths) < 1:
@@ -115,7 +115,7 @@ def solution_throughput_choice(lengths: Sequence[int] | None = None, batch_size:
     (``BucketSampler`` with BatchCap = HWCap, as ``predict`` builds it) needs fewer token slots and no more
     forward passes than random batches, "a" when random batches need fewer of both, "c" when both are equal.
     """
-    from tdnotebooks.bucketing import BucketSampler
+    from tdnotebooks.finetuning.bucketing import BucketSampler
     from tdnotebooks.padding import padding_stats, random_batches
 
     if lengths is None:
@@ -148,7 +148,7 @@ def check_throughput_choice(answer: Any) -> Feedback:
 # ------------------------------------------------------------------------------ Exercise 5: rate 1 (explorer)
 def solution_length_cut(tokenizer: Any, texts: Sequence[str], rate: float = 1.0) -> float:
     """Fraction by which the mean request length falls at ``rate``: 1 - mean tokens(rate) / mean tokens(0)."""
-    from tdnotebooks.tokendrop import drop_stopwords_for_inference
+    from tdnotebooks.finetuning.tokendrop import drop_stopwords_for_inference
 
     texts = list(texts)
     if not texts:

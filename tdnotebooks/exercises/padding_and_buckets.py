@@ -1,7 +1,7 @@
 """Exercises of notebook 01 (padding and buckets): padding, HWCap, BatchCap, LRM and the explorer widget.
 
 Every ``solution_<name>`` computes its answer with the package (:mod:`tdnotebooks.padding`,
-:mod:`tdnotebooks.bucketing`); every ``check_<name>(answer, ...)`` returns a
+:mod:`tdnotebooks.finetuning.bucketing`); every ``check_<name>(answer, ...)`` returns a
 :class:`~tdnotebooks.exercises.Feedback` with a hint that names the formula or the widget to use.
 The default arguments are the numbers the notebook's questions quote.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tdnotebooks.bucketing import BucketSampler, lr_factor
+from tdnotebooks.finetuning.bucketing import BucketSampler, lr_factor
 from tdnotebooks.exercises import Feedback, check_number, unanswered
 from tdnotebooks.padding import padding_stats
 

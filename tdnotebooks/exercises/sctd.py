@@ -12,9 +12,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..sctd import is_full_step
-from ..token_dropping import flops_ratio
-from . import Feedback, check_number
+from tdnotebooks.pretraining.sctd import is_full_step
+from tdnotebooks.pretraining.token_dropping import flops_ratio
+from tdnotebooks.exercises import Feedback, check_number
 
 BERT_LARGE = {"num_layers": 24, "start_layer": 11, "end_layer": 23, "keep_fraction": 0.5, "seq_len": 512,
               "hidden_size": 1024, "num_predictions": 77, "vocab_size": 30522}

@@ -1,6 +1,6 @@
 """Exercises of notebook 06 (the semantic loss of token dropping, Zhong et al. 2023, Sec. 2).
 
-Each ``solution_`` computes its answer with :mod:`tdnotebooks.analysis` or from the notebook's own numbers;
+Each ``solution_`` computes its answer with :mod:`tdnotebooks.pretraining.analysis` or from the notebook's own numbers;
 each ``check_`` compares a learner's answer with it and returns a :class:`~tdnotebooks.exercises.Feedback`.
 
 1. :func:`check_mask_count`: word pieces masked in a sentence of n pieces (round(p * n), at least 1);
@@ -16,10 +16,10 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import analysis
-from . import Feedback, unanswered
-from . import check_choice as _check_choice  # aliased: every public check_* name counts as an exercise
-from . import check_number as _check_number
+from tdnotebooks.pretraining import analysis
+from tdnotebooks.exercises import Feedback, unanswered
+from tdnotebooks.exercises import check_choice as _check_choice  # aliased: every public check_* name counts as an exercise
+from tdnotebooks.exercises import check_number as _check_number
 
 __all__ = [
     "check_best_pooling", "check_drift_direction", "check_kept_at_high_drop", "check_mask_count",

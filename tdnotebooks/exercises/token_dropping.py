@@ -1,6 +1,6 @@
 """Exercises of notebook 05 (token dropping in BERT pretraining, Hou et al. 2022).
 
-Each ``solution_`` computes its answer with :mod:`tdnotebooks.token_dropping`; each ``check_`` compares a
+Each ``solution_`` computes its answer with :mod:`tdnotebooks.pretraining.token_dropping`; each ``check_`` compares a
 learner's answer with it and returns a :class:`~tdnotebooks.exercises.Feedback`.
 
 1. :func:`check_layer_split`: the default dropped layers of an L-layer model (first, last; 0-based);
@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from ..token_dropping import ImportanceTable, TokenDroppingConfig, flops_ratio, keep_counts
-from . import Feedback, unanswered
-from . import check_number as _check_number  # aliased: every public check_* name counts as an exercise
+from tdnotebooks.pretraining.token_dropping import ImportanceTable, TokenDroppingConfig, flops_ratio, keep_counts
+from tdnotebooks.exercises import Feedback, unanswered
+from tdnotebooks.exercises import check_number as _check_number  # aliased: every public check_* name counts as an exercise
 
 __all__ = [
     "check_bert_base_flops", "check_flops_widget", "check_importance_update", "check_keep_count",

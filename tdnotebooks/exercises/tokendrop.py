@@ -1,6 +1,6 @@
 """Exercises of notebook 02 (TokenDrop): Algorithm 1's drop count, the stopword list, the widget, the token share.
 
-Every ``solution_<name>`` computes its answer with :mod:`tdnotebooks.tokendrop`; every
+Every ``solution_<name>`` computes its answer with :mod:`tdnotebooks.finetuning.tokendrop`; every
 ``check_<name>(answer, ...)`` returns a :class:`~tdnotebooks.exercises.Feedback` with a hint that names the
 formula or the widget to use. The default arguments are the sentences and rates the notebook's questions quote.
 Functions that tokenize take the notebook's ``tokenizer`` (default: the bundled one).
@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tdnotebooks.exercises import Feedback, check_choice, check_number, unanswered
-from tdnotebooks.tokendrop import TokenDrop, find_stopwords, highlight_dropped, is_stopword, stopword_set
+from tdnotebooks.finetuning.tokendrop import TokenDrop, find_stopwords, highlight_dropped, is_stopword
+from tdnotebooks.stopwords import stopword_set
 
 __all__ = [
     "CANDIDATES", "SENTENCE", "check_count_changes_with_epoch", "check_never_dropped", "check_token_share",

@@ -6,16 +6,16 @@
 
 What changes compared with a plain ``Trainer`` (and nothing else):
 
-- the training batches come from :func:`tdnotebooks.finetune.make_batching` (BucketSampler with HWCap,
+- the training batches come from :func:`tdnotebooks.finetuning.train.make_batching` (BucketSampler with HWCap,
   BatchCap and RBM; TokenDrop collators), re-planned every epoch through ``set_epoch``;
 - the LR schedule is sized with the exact number of optimizer steps of all epochs (with BatchCap the
   later epochs have fewer, larger batches, so ``len(dataloader) * epochs`` would be wrong);
 - LRM: at each optimizer step every group's lr is scaled by ``sqrt(examples in the step / base batch size)``
   and restored right after the step, so the scheduler never sees (or compounds) the factor;
-- with TokenDrop, training runs with the paper's lower dropout (:func:`tdnotebooks.finetune.tokendrop_dropout_rate`),
+- with TokenDrop, training runs with the paper's lower dropout (:func:`tdnotebooks.finetuning.train.tokendrop_dropout_rate`),
   and the model's own rates are restored when ``train`` returns.
 
-``train_dataset`` must come from :func:`tdnotebooks.tokendrop.prepare` (it needs ``length``, and
+``train_dataset`` must come from :func:`tdnotebooks.finetuning.tokendrop.prepare` (it needs ``length``, and
 ``stopword_spans``/``idx`` for TokenDrop). Variable-size batches and gradient accumulation do not mix in
 ``Trainer`` (it sizes epochs once), so ``gradient_accumulation_steps`` must be 1 for the bucket methods.
 """
@@ -28,8 +28,8 @@ from typing import Any
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
-from .bucketing import lr_factor
-from .finetune import (
+from tdnotebooks.finetuning.bucketing import lr_factor
+from tdnotebooks.finetuning.train import (
     Batching,
     FinetuneConfig,
     make_batching,
@@ -72,7 +72,7 @@ class BucketTrainer(Trainer):
     def __init__(self, *args: Any, td_config: FinetuneConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.train_dataset is None or "length" not in self.train_dataset.column_names:
-            raise ValueError("train_dataset must be tokenized with a 'length' column (use tdnotebooks.tokendrop.prepare)")
+            raise ValueError("train_dataset must be tokenized with a 'length' column (use tdnotebooks.finetuning.tokendrop.prepare)")
         self.td_config = td_config or FinetuneConfig(method="bucket",
                                                      base_batch_size=self.args.per_device_train_batch_size)
         tokenizer = self.processing_class

@@ -1,7 +1,7 @@
 """Inference the TokenDrop + BucketSampler way (Nagarajan & Raghunathan 2023, Section 3.2).
 
 - Real-time (batch size 1): drop a fraction of each input's stopwords before the forward pass
-  (:func:`tdnotebooks.tokendrop.drop_stopwords_for_inference`); :func:`latency_at_batch_size_1` measures
+  (:func:`tdnotebooks.finetuning.tokendrop.drop_stopwords_for_inference`); :func:`latency_at_batch_size_1` measures
   median latency and accuracy for a drop rate.
 - Server mode (many requests at once): :func:`predict` with ``batching="bucketed"`` groups requests of
   similar length (BucketSampler with BatchCap = HWCap, i.e. ``batch_cap=False``), optionally trims them
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bucketing import BucketSampler, PadToBatchMax
-from .padding import PaddingStats, random_batches
+from tdnotebooks.finetuning.bucketing import BucketSampler, PadToBatchMax
+from tdnotebooks.padding import PaddingStats, random_batches
 
 BATCHINGS = ("random", "bucketed", "bucketed_tokendrop")
 
@@ -66,7 +66,7 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
     ``"bucketed"`` — BucketSampler buckets of ``bucket_width`` with HWCap from ``token_budget`` and no
     BatchCap (server mode uses the hardware cap directly), residual batches merged;
     ``"bucketed_tokendrop"`` — the same batches trimmed to their shortest member by dropping stopwords
-    (needs ``token_drop=TokenDrop(mode="to_length")`` and data from :func:`tdnotebooks.tokendrop.prepare`).
+    (needs ``token_drop=TokenDrop(mode="to_length")`` and data from :func:`tdnotebooks.finetuning.tokendrop.prepare`).
     """
     if batching not in BATCHINGS:
         raise ValueError(f"batching={batching!r} is not supported; allowed: {', '.join(BATCHINGS)}")
@@ -85,7 +85,7 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
                                 shuffle=False, seed=seed)
         batches = sampler.epoch_batches(0)
         if batching == "bucketed_tokendrop":
-            from .tokendrop import TokenDrop, TokenDropBucketCollator
+            from tdnotebooks.finetuning.tokendrop import TokenDrop, TokenDropBucketCollator
 
             if not isinstance(token_drop, TokenDrop):
                 raise ValueError("batching='bucketed_tokendrop' needs token_drop=TokenDrop(mode='to_length')")
@@ -122,7 +122,7 @@ def latency_at_batch_size_1(model: torch.nn.Module, tokenizer: Any, texts: Seque
                             rate: float, *, seed: int = 0, max_length: int = 128, warmup: int = 3,
                             keep_pronouns: bool = False) -> LatencyResult:
     """Real-time inference with TokenDrop at ``rate``: one request at a time; median latency and accuracy."""
-    from .tokendrop import drop_stopwords_for_inference
+    from tdnotebooks.finetuning.tokendrop import drop_stopwords_for_inference
 
     if len(texts) != len(labels) or len(texts) == 0:
         raise ValueError(f"texts and labels must be non-empty and of equal length, got {len(texts)} and {len(labels)}")

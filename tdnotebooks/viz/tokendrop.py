@@ -2,7 +2,7 @@
 
 Same rules as :mod:`tdnotebooks.viz`: pure functions that return a ``plotly.graph_objects.Figure``,
 axis titles with units, no ``FigureWidget``. Inputs are plain numbers (per-epoch records as
-:class:`tdnotebooks.finetune.History` keeps them, accuracies per drop rate), so the charts can be
+:class:`tdnotebooks.finetuning.train.FinetuneHistory` keeps them, accuracies per drop rate), so the charts can be
 tested without training anything.
 """
 
@@ -13,17 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from tdnotebooks.viz import PALETTE
+from tdnotebooks.viz.common import PALETTE
 
 __all__ = ["resilience_chart", "training_curves"]
 
 
 def _epoch_records(run: Any) -> list[Mapping[str, Any]]:
-    """The per-epoch records of a ``History`` (its ``.epochs``) or a list of such dicts."""
+    """The per-epoch records of a ``FinetuneHistory`` (its ``.epochs``) or a list of such dicts."""
     records = list(getattr(run, "epochs", run))
     for key in ("train_loss", "dev_accuracy"):
         if any(key not in r for r in records):
-            raise ValueError(f"every epoch record needs {key!r} (as History.epochs has), got keys "
+            raise ValueError(f"every epoch record needs {key!r} (as FinetuneHistory.epochs has), got keys "
                              f"{sorted(records[0]) if records else []}")
     return records
 
@@ -31,7 +31,7 @@ def _epoch_records(run: Any) -> list[Mapping[str, Any]]:
 def training_curves(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
     """Loss (left) and dev accuracy (right) per epoch, one colour per fine-tuning run.
 
-    ``runs``: ``{label: History}`` (or ``{label: history.epochs}``). Left panel: the mean training loss of
+    ``runs``: ``{label: FinetuneHistory}`` (or ``{label: history.epochs}``). Left panel: the mean training loss of
     each epoch (solid) and, when the records have ``dev_loss``, the dev loss after it (dashed); a widening
     gap between the two is overfitting. Right panel: dev accuracy after each epoch. Epochs count from 1.
     With TokenDrop the training loss is measured on the inputs with stopwords dropped.
@@ -40,7 +40,7 @@ def training_curves(runs: Mapping[str, Any], *, title: str | None = None) -> Any
     from plotly.subplots import make_subplots
 
     if not runs:
-        raise ValueError("runs is empty: pass {label: History} for at least one run")
+        raise ValueError("runs is empty: pass {label: FinetuneHistory} for at least one run")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per epoch", "dev accuracy per epoch"),
                         horizontal_spacing=0.12)
     for i, (label, run) in enumerate(runs.items()):

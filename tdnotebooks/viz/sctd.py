@@ -4,7 +4,7 @@
   step costing ``r`` baseline steps, ScTD runs the full pass once every Fi steps, so a step costs
   r + 1/Fi baseline steps on average (the dropped pass runs at every step, the full pass at 1 step in Fi);
 - :func:`loss_contributions` / :func:`loss_terms_chart`: what each term of Eq. 4 adds to the loss of a step;
-- :func:`training_curves_chart`: train loss and dev MLM loss of :func:`tdnotebooks.analysis.compare_pretraining`
+- :func:`training_curves_chart`: train loss and dev MLM loss of :func:`tdnotebooks.pretraining.analysis.compare_pretraining`
   runs;
 - :func:`quality_chart`: one bar per method for each quality metric of that comparison (the Table 5 columns
   at small scale), with the spread over seeds as error bars.
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .viz import PALETTE
+from tdnotebooks.viz.common import PALETTE
 
 TERM_LABELS = {"mlm_dropped": "MLM* (dropped pass)", "mlm_full": "MLM (full pass)",
                "kl_global": "λ·KL_g (last layer)", "kl_local": "λ·KL_l (last dropped layer)"}

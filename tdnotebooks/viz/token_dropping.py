@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .viz import PALETTE
+from tdnotebooks.viz.common import PALETTE
 
 __all__ = ["PINNED", "importance_curves", "layer_token_grid"]
 

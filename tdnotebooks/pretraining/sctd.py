@@ -1,7 +1,7 @@
 """ScTD: semantic-consistent token dropping (Zhong et al. 2023, "Revisiting Token Dropping Strategy in
 Efficient BERT Pretraining").
 
-Token dropping (Hou et al. 2022, :mod:`tdnotebooks.token_dropping`) lets the middle layers skip the
+Token dropping (Hou et al. 2022, :mod:`tdnotebooks.pretraining.token_dropping`) lets the middle layers skip the
 "unimportant" tokens, and the sentence representation drifts away from the one the full model would
 build. ScTD uses the full model as its own teacher, every ``Fi``-th step (Eq. 4)::
 
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .token_dropping import TokenDroppingBert, TokenDroppingOutput
+from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, TokenDroppingOutput
 
 KL_TARGETS = ("cls_hidden_softmax", "mean_pooled", "mlm_vocab")
 REDUCTIONS = ("sum", "batchmean")

@@ -142,7 +142,7 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
 
     ``reachable_lengths`` (one int per example, default None = Algorithm 2 exactly) is for TokenDrop +
     BucketSampler: the length each example can be trimmed to, i.e. its length minus all its droppable
-    stopword tokens (:func:`tdnotebooks.tokendrop.reachable_lengths`). Examples that can be trimmed down to
+    stopword tokens (:func:`tdnotebooks.finetuning.tokendrop.reachable_lengths`). Examples that can be trimmed down to
     their bucket's floor keep Algorithm 2's random order; the few that cannot (too few stopwords) are moved
     behind them, ordered by how far above the floor they stay (a stable sort of ``max(0, reachable -
     floor)`` after the shuffle, so ties stay random). The floor is the bucket's shortest length: its lower

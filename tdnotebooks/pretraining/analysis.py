@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .token_dropping import TokenDroppingBert, select_kept_tokens
+from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, select_kept_tokens
 
 POOLINGS = ("mean", "cls")
 
@@ -88,7 +88,7 @@ class CorruptedView:
 def mask_count(num_maskable: int, mask_prob: float) -> int:
     """Word pieces masked in a sentence: round(mask_prob * num_maskable), at least 1, at most num_maskable.
 
-    The rule of BERT's data pipeline and of :func:`tdnotebooks.pretrain.mask_tokens`. Halves round to the
+    The rule of BERT's data pipeline and of :func:`tdnotebooks.pretraining.train.mask_tokens`. Halves round to the
     even number (Python's and torch's rounding): 30 pieces at 0.15 (4.5) mask 4, 10 pieces (1.5) mask 2.
     """
     return min(max(round(mask_prob * num_maskable), 1), num_maskable)
@@ -208,14 +208,14 @@ def drift_tracker(config: Any, sbert: Any, texts: Sequence[str], every: int,
                   checkpoint_dir: str | os.PathLike, tokenizer: Any = None, **overrides: Any) -> list[dict]:
     """Pretrain in chunks of ``every`` steps and measure the drift after each chunk (Fig. 3 over training).
 
-    :func:`tdnotebooks.pretrain.pretrain` has no callback hook, so this relies on its exact resume:
+    :func:`tdnotebooks.pretraining.train.pretrain` has no callback hook, so this relies on its exact resume:
     each chunk is ``pretrain(config, resume=True, stop_after=s, checkpoint_every=every)``, which continues
     from the newest checkpoint in ``checkpoint_dir`` with the same losses as one uninterrupted run.
     Returns one record per chunk: step, masked, masked_dropped (mean cosines), dev_mlm_loss (the latest
     evaluation, None if none yet). Use a fresh checkpoint_dir per run.
     """
-    from .models import load_tokenizer
-    from .pretrain import PretrainConfig, pretrain
+    from tdnotebooks.models import load_tokenizer
+    from tdnotebooks.pretraining.train import PretrainConfig, pretrain
 
     _check_int("every", every, 1)
     texts = _check_texts("texts", texts)
@@ -347,12 +347,12 @@ def downstream(model: Any, tokenizer: Any, task: str = "rt_sentiment", train_siz
     """Fine-tune the pretrained encoder of ``model`` on a seeded subset of ``task`` and return dev accuracy.
 
     The encoder is copied into a classifier (:func:`classifier_from_mlm`); the pretrained model itself is
-    not changed. Training uses :func:`tdnotebooks.finetune.finetune` (``config`` / keyword overrides:
+    not changed. Training uses :func:`tdnotebooks.finetuning.train.finetune` (``config`` / keyword overrides:
     FinetuneConfig fields, e.g. ``epochs=2, lr=1e-4``).
     """
-    from .data import load_task
-    from .finetune import FinetuneConfig, finetune
-    from .tokendrop import prepare
+    from tdnotebooks.data import load_task
+    from tdnotebooks.finetuning.train import FinetuneConfig, finetune
+    from tdnotebooks.finetuning.tokendrop import prepare
 
     _check_int("train_size", train_size, 2)
     _check_int("dev_size", dev_size, 1)
@@ -405,8 +405,8 @@ def compare_pretraining(methods: Mapping[str, Mapping[str, Any]], config: Any = 
     None skips it). Returns {label: {"runs": [per-seed dicts], "mean": {metric: mean over seeds},
     "sd": {metric: sample sd, None with one seed}, "overrides": ...}}; each run keeps its loss curve.
     """
-    from .models import load_tokenizer
-    from .pretrain import PretrainConfig, pretrain
+    from tdnotebooks.models import load_tokenizer
+    from tdnotebooks.pretraining.train import PretrainConfig, pretrain
 
     if not isinstance(methods, Mapping) or not methods:
         raise ValueError("methods must be a non-empty {label: PretrainConfig overrides} mapping")

@@ -44,38 +44,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .padding import PaddingStats
-
-# ============================================================================ 1. stopwords
-STOPWORDS: tuple[str, ...] = (
-    "i", "me", "my", "myself", "we", "our", "ours", "ourselves", "you", "you're", "you've", "you'll",
-    "you'd", "your", "yours", "yourself", "yourselves", "he", "him", "his", "himself", "she", "she's",
-    "her", "hers", "herself", "it", "it's", "its", "itself", "they", "them", "their", "theirs",
-    "themselves", "what", "which", "who", "whom", "this", "that", "that'll", "these", "those", "am", "is",
-    "are", "was", "were", "be", "been", "being", "have", "has", "had", "having", "do", "does", "did",
-    "doing", "a", "an", "the", "and", "but", "if", "or", "because", "as", "until", "while", "of", "at",
-    "by", "for", "with", "about", "against", "between", "into", "through", "during", "before", "after",
-    "above", "below", "to", "from", "up", "down", "in", "out", "on", "off", "over", "under", "again",
-    "further", "then", "once", "here", "there", "when", "where", "why", "how", "all", "any", "both",
-    "each", "few", "more", "most", "other", "some", "such", "only", "own", "so", "than", "too", "very",
-    "can", "will", "just", "should", "should've", "now", "-", ".", ";", "...", "(", ")",
-)
-"""The paper's list (Appendix A): NLTK's English stopwords up to "now", plus six punctuation marks.
-
-Negations ("not", "no", "nor", "don't", ...) are not in it: dropping them would flip a sentence's meaning."""
-
-PRONOUNS: tuple[str, ...] = STOPWORDS[:STOPWORDS.index("those") + 1]
-"""The pronouns of the list (its first 44 entries: personal, possessive, reflexive, interrogative/relative
-and demonstrative pronouns, with their contractions such as "it's" and "that'll"). The paper removes "all
-pronouns" for tasks that are about pronouns, such as WNLI; this tuple is our reading of "all"."""
-
-
-def stopword_set(keep_pronouns: bool = False) -> frozenset[str]:
-    """The paper's stopwords as a set; ``keep_pronouns=True``: without the pronouns (WNLI-like tasks)."""
-    if keep_pronouns:
-        return frozenset(STOPWORDS) - frozenset(PRONOUNS)
-    return frozenset(STOPWORDS)
-
+from tdnotebooks.padding import PaddingStats
+from tdnotebooks.stopwords import PRONOUNS, stopword_set
 
 # ============================================================================ 2. words
 # A word is a whitespace-separated chunk of the ORIGINAL text with its leading and trailing punctuation
@@ -294,7 +264,7 @@ def prepare(data: Any, tokenizer: Any, *, text_fields: Sequence[str] | None = No
 
 
 # ============================================================================ 3. TokenDrop
-MODES = ("rate", "to_length")
+DROP_MODES = ("rate", "to_length")
 
 
 @dataclass(frozen=True)
@@ -344,8 +314,8 @@ class TokenDrop:
                  enabled: bool = True) -> None:
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate must be a number in the range [0, 1], got {rate!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not supported; allowed modes: {', '.join(map(repr, MODES))}")
+        if mode not in DROP_MODES:
+            raise ValueError(f"mode={mode!r} is not supported; allowed modes: {', '.join(map(repr, DROP_MODES))}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         self.rate = float(rate)
@@ -458,13 +428,13 @@ def reachable_lengths(data: Any, token_drop: TokenDrop) -> list[int]:
     """:meth:`TokenDrop.reachable_length` of every example of a :func:`prepare`-d split, in row order.
 
     Pass it as ``BucketSampler(reachable_lengths=...)`` so that examples with too few stopwords to be trimmed
-    to their bucket's lower bound share batches (see :class:`~tdnotebooks.bucketing.BucketSampler`).
+    to their bucket's lower bound share batches (see :class:`~tdnotebooks.finetuning.bucketing.BucketSampler`).
     """
     if not isinstance(token_drop, TokenDrop):
         raise ValueError(f"token_drop must be a TokenDrop, got {type(token_drop).__name__}")
     columns = getattr(data, "column_names", None)
     if columns is None or "input_ids" not in columns or "stopword_spans" not in columns:
-        raise ValueError("data must be a split from tdnotebooks.tokendrop.prepare (with input_ids and "
+        raise ValueError("data must be a split from tdnotebooks.finetuning.tokendrop.prepare (with input_ids and "
                          f"stopword_spans), got {type(data).__name__} with columns {columns}")
     names = ["input_ids", "stopword_spans"] + (["stopword_is_pronoun"] if "stopword_is_pronoun" in columns else [])
     table = data.select_columns(names) if hasattr(data, "select_columns") else data
@@ -674,9 +644,8 @@ def remove_articles_and_punctuation(text: str) -> str:
 
 
 __all__ = [
-    "MODES", "PRONOUNS", "STOPWORDS", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
+    "DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
     "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference", "find_stopwords",
     "highlight_dropped", "is_stopword", "prepare", "reachable_lengths", "remove_articles_and_punctuation",
     "split_words",
-    "stopword_set",
 ]

@@ -1,12 +1,12 @@
 """MLM pretraining from scratch on a bundled corpus: baseline, token dropping, random dropping, ScTD.
 
-One loop for four methods (``PretrainConfig.mode``), all on :class:`~tdnotebooks.token_dropping.TokenDroppingBert`
+One loop for four methods (``PretrainConfig.mode``), all on :class:`~tdnotebooks.pretraining.token_dropping.TokenDroppingBert`
 (so every mode runs the MLM head at the masked positions only, as the official BERT code does):
 
 - ``"baseline"``: the full model (``drop=False``);
 - ``"token_drop"``: Hou et al. 2022, the middle layers see the most important tokens (importance table);
 - ``"random_drop"``: the same layers see a uniform random subset (Random-LTD style);
-- ``"sctd"``: token dropping + the ScTD objective (Eq. 4 of Zhong et al. 2023, :mod:`tdnotebooks.sctd`).
+- ``"sctd"``: token dropping + the ScTD objective (Eq. 4 of Zhong et al. 2023, :mod:`tdnotebooks.pretraining.sctd`).
 
 Data: the corpus is tokenized with the bundled WordPiece, concatenated (documents separated by [SEP])
 and cut into blocks ``[CLS] + block_size - 2 tokens + [SEP]`` (no padding, [CLS] at position 0 for
@@ -21,12 +21,12 @@ every rank's RNG states, the step, the data position and the history; ``resume=T
 the newest one, and on CPU the resumed run's per-step losses equal the uninterrupted run's.
 
 Built on accelerate: the same code runs on CPU, one GPU (AMP through ``mixed_precision``) and several
-GPUs or CPU processes (``accelerate launch -m tdnotebooks.pretrain ...`` or ``torchrun``, DDP).
+GPUs or CPU processes (``accelerate launch -m tdnotebooks.pretraining ...`` or ``torchrun``, DDP).
 ``batch_size`` is per process. The importance table is all-reduced, so every rank drops alike.
 
     >>> wrapper, history = pretrain(PretrainConfig(mode="sctd", steps=50, block_size=64))
     >>> wrapper.mlm.save_pretrained("my-bert")          # a plain BertForMaskedLM
-    $ python -m tdnotebooks.pretrain --mode sctd --steps 50 --block-size 64
+    $ python -m tdnotebooks.pretraining --mode sctd --steps 50 --block-size 64
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .sctd import ScTDConfig, is_full_step, sctd_loss
-from .token_dropping import IGNORE_INDEX, TokenDroppingBert, TokenDroppingConfig
+from tdnotebooks.pretraining.sctd import ScTDConfig, is_full_step, sctd_loss
+from tdnotebooks.pretraining.token_dropping import IGNORE_INDEX, TokenDroppingBert, TokenDroppingConfig
 
-MODES = ("baseline", "token_drop", "random_drop", "sctd")
+PRETRAIN_MODES = ("baseline", "token_drop", "random_drop", "sctd")
 DEVICES = ("auto", "cpu", "cuda")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 DEFAULT_BETA = {"token_drop": 0.995, "sctd": 0.95}  # Hou et al.'s and ScTD's official code
@@ -72,7 +72,7 @@ class PretrainConfig:
     start_layer, end_layer: dropped layers [start_layer, end_layer), 0-based; None = the paper's split.
     beta: importance moving average; None = the mode's paper (token_drop: Hou 0.995, sctd: ScTD 0.95).
     first_layer_full_kv: Hou's official variant of the first dropped layer (see token_dropping).
-    lam, fi, kl_target, kl_reduction, stop_gradient, full_mlm: ScTD (see :class:`~tdnotebooks.sctd.ScTDConfig`).
+    lam, fi, kl_target, kl_reduction, stop_gradient, full_mlm: ScTD (see :class:`~tdnotebooks.pretraining.sctd.ScTDConfig`).
     num_layers, hidden_size, num_heads, intermediate_size: the tiny BERT built when no model is given.
     corpus, max_texts (first texts of the train split; None = all), mlm_probability: the data.
     checkpoint_every (0 = never), checkpoint_dir, keep_checkpoints (newest kept; None = all), resume.
@@ -122,8 +122,8 @@ class PretrainConfig:
     output_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode not in PRETRAIN_MODES:
+            raise ValueError(f"mode must be one of {', '.join(PRETRAIN_MODES)}, got {self.mode!r}")
         for name, low in (("steps", 1), ("batch_size", 1), ("block_size", 8), ("seed", 0), ("checkpoint_every", 0),
                           ("eval_every", 0), ("eval_blocks", 1), ("eval_batch_size", 1)):
             _check_int(name, getattr(self, name), low)
@@ -238,7 +238,7 @@ def corpus_blocks(corpus: str, split: str, tokenizer: Any, block_size: int, max_
     key = (corpus, split, getattr(tokenizer, "name_or_path", id(tokenizer)), len(tokenizer), block_size,
            max_texts, max_blocks)
     if key not in _BLOCK_CACHE:
-        from .data import load_corpus
+        from tdnotebooks.data import load_corpus
 
         data = load_corpus(corpus)
         if split not in data:
@@ -307,8 +307,8 @@ class PretrainObjective(nn.Module):
 
     def __init__(self, td: TokenDroppingBert, mode: str, sctd: ScTDConfig | None = None) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in PRETRAIN_MODES:
+            raise ValueError(f"mode must be one of {', '.join(PRETRAIN_MODES)}, got {mode!r}")
         self.td, self.mode, self.sctd = td, mode, sctd if sctd is not None else ScTDConfig()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, step: int,
@@ -324,14 +324,14 @@ class PretrainObjective(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# History
+# PretrainHistory
 # ----------------------------------------------------------------------------------------------------------
 
 TERMS = ("mlm_dropped", "mlm_full", "kl_global", "kl_local")
 
 
 @dataclass
-class History:
+class PretrainHistory:
     """Per-step records (``pandas.DataFrame(history.steps)``) and periodic dev evaluations.
 
     steps: step, loss, mlm_dropped, mlm_full, kl_global, kl_local (None where a term is absent),
@@ -431,7 +431,7 @@ def _accelerator(config: PretrainConfig) -> Any:
 def _build_model(config: PretrainConfig, model: Any, tokenizer: Any) -> Any:
     from transformers import AutoModelForMaskedLM, BertForMaskedLM, PretrainedConfig
 
-    from .models import tiny_bert
+    from tdnotebooks.models import tiny_bert
 
     if model is None:
         model = BertForMaskedLM(tiny_bert(num_layers=config.num_layers, hidden_size=config.hidden_size,
@@ -444,7 +444,7 @@ def _build_model(config: PretrainConfig, model: Any, tokenizer: Any) -> Any:
 
 
 def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer: Any = None, *,
-             stop_after: int | None = None, **overrides: Any) -> tuple[TokenDroppingBert, History]:
+             stop_after: int | None = None, **overrides: Any) -> tuple[TokenDroppingBert, PretrainHistory]:
     """Pretrain ``model`` (a BertForMaskedLM-style model, a model config, or None: a tiny BERT from the
     config) with masked language modelling in ``config.mode``; returns (wrapper, history).
 
@@ -457,8 +457,8 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from .models import load_tokenizer
-    from .runtime import seed_everything
+    from tdnotebooks.models import load_tokenizer
+    from tdnotebooks.runtime import seed_everything
 
     config = PretrainConfig(**{**asdict(config or PretrainConfig()), **overrides})
     if stop_after is not None:
@@ -496,7 +496,7 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
     objective, optimizer = accelerator.prepare(objective, optimizer)
     device = accelerator.device
 
-    history = History(config=asdict(config))
+    history = PretrainHistory(config=asdict(config))
     step, position = 0, 0
     source = latest_checkpoint(config.checkpoint_dir) if config.resume else None
     if source is not None:
@@ -595,7 +595,7 @@ def evaluate(td: TokenDroppingBert, inputs: torch.Tensor, labels: torch.Tensor, 
 
 
 def _save_checkpoint(config: PretrainConfig, step: int, position: int, td: TokenDroppingBert, optimizer: Any,
-                     scheduler: Any, history: History, accelerator: Any) -> Path:
+                     scheduler: Any, history: PretrainHistory, accelerator: Any) -> Path:
     """Write checkpoint_dir/step-NNNNNN atomically: a temporary folder, renamed once every rank wrote."""
     root = Path(config.checkpoint_dir)
     final = root / f"step-{step:06d}"
@@ -626,7 +626,7 @@ def _save_checkpoint(config: PretrainConfig, step: int, position: int, td: Token
 
 
 def _load_checkpoint(path: Path, config: PretrainConfig, td: TokenDroppingBert, optimizer: Any, scheduler: Any,
-                     accelerator: Any) -> tuple[int, int, History]:
+                     accelerator: Any) -> tuple[int, int, PretrainHistory]:
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     saved = state["config"]
     differs = [f"{k}: checkpoint {saved.get(k)!r}, now {getattr(config, k)!r}" for k in RESUME_MUST_MATCH
@@ -645,7 +645,7 @@ def _load_checkpoint(path: Path, config: PretrainConfig, td: TokenDroppingBert, 
     else:                                       # another number of processes: fresh, but seeded, streams
         torch.manual_seed(_seed(config.seed, state["step"], accelerator.process_index, 2))
     saved_history = state["history"]
-    history = History(config=asdict(config), steps=saved_history["steps"], evals=saved_history["evals"],
+    history = PretrainHistory(config=asdict(config), steps=saved_history["steps"], evals=saved_history["evals"],
                       resumed_from=state["step"])
     return state["step"], state["position"], history
 
@@ -656,7 +656,7 @@ def _load_checkpoint(path: Path, config: PretrainConfig, td: TokenDroppingBert, 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tdnotebooks.pretrain",
+    parser = argparse.ArgumentParser(prog="python -m tdnotebooks.pretraining",
                                      description="MLM pretraining: baseline, token_drop, random_drop or sctd.")
     scalar = {"int": int, "float": float, "str": str}
     for f in fields(PretrainConfig):
@@ -670,14 +670,14 @@ def _parser() -> argparse.ArgumentParser:
         convert = scalar[base]
         if optional:
             convert = (lambda c: lambda s: None if s.lower() == "none" else c(s))(convert)
-        choices = {"mode": MODES, "device": DEVICES, "mixed_precision": MIXED_PRECISIONS}.get(f.name)
+        choices = {"mode": PRETRAIN_MODES, "device": DEVICES, "mixed_precision": MIXED_PRECISIONS}.get(f.name)
         parser.add_argument(*names, dest=f.name, type=convert, default=f.default, choices=choices,
                             help=f"default: {f.default}")
     return parser
 
 
-def main(argv: list[str] | None = None) -> History:
-    """CLI entry point: ``python -m tdnotebooks.pretrain --mode sctd --steps 50`` (any config field)."""
+def main(argv: list[str] | None = None) -> PretrainHistory:
+    """CLI entry point: ``python -m tdnotebooks.pretraining --mode sctd --steps 50`` (any config field)."""
     args = _parser().parse_args(argv)
     config = PretrainConfig(**vars(args))
     _, history = pretrain(config)

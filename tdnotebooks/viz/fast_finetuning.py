@@ -1,9 +1,9 @@
-"""Charts for notebook 03 (fast fine-tuning): speed, accuracy, the ablation and LRM, from ``History`` records.
+"""Charts for notebook 03 (fast fine-tuning): speed, accuracy, the ablation and LRM, from ``FinetuneHistory`` records.
 
 Same rules as :mod:`tdnotebooks.viz`: pure functions that return a ``plotly.graph_objects.Figure``, axis
-titles with units, no ``FigureWidget``. Every function reads :class:`tdnotebooks.finetune.History`
+titles with units, no ``FigureWidget``. Every function reads :class:`tdnotebooks.finetuning.train.FinetuneHistory`
 objects (``epochs``: ``train_seconds``, ``dev_accuracy``, ``real_tokens``, ``slot_tokens``; ``steps``:
-``epoch``, ``loss``, ``batch_size``, ``lr``). A run is one ``History`` or a list of them, one per seed:
+``epoch``, ``loss``, ``batch_size``, ``lr``). A run is one ``FinetuneHistory`` or a list of them, one per seed:
 charts show the mean over seeds and, with two seeds or more, every seed's value (or the min-max range).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tdnotebooks.viz import PALETTE
+from tdnotebooks.viz.common import PALETTE
 
 __all__ = ["ablation_chart", "accuracy_vs_time", "loss_curves", "lr_per_step"]
 
@@ -26,10 +26,10 @@ def _seeds(name: str, run: Any) -> list[Any]:
     """A run as a non-empty list of histories (one per seed)."""
     runs = list(run) if isinstance(run, (list, tuple)) else [run]
     if not runs:
-        raise ValueError(f"run {name!r} has no histories: give a History or a non-empty list of them")
+        raise ValueError(f"run {name!r} has no histories: give a FinetuneHistory or a non-empty list of them")
     for h in runs:
         if not hasattr(h, "epochs") or not hasattr(h, "steps"):
-            raise ValueError(f"run {name!r}: expected tdnotebooks.finetune.History objects, got {type(h).__name__}")
+            raise ValueError(f"run {name!r}: expected tdnotebooks.finetuning.train.FinetuneHistory objects, got {type(h).__name__}")
     return runs
 
 
@@ -93,7 +93,7 @@ def _ablation_values(history: Any) -> tuple[float, float, float, float]:
 def ablation_chart(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
     """Paper Table 4 as four bar panels: dev accuracy, optimizer steps, padding and training time per setting.
 
-    ``runs``: ``{setting: History or [History per seed]}``, in the order the bars should appear. Bars show
+    ``runs``: ``{setting: FinetuneHistory or [FinetuneHistory per seed]}``, in the order the bars should appear. Bars show
     the mean over seeds; with two seeds or more every seed is drawn as a black dot on its bar, so the
     seed-to-seed spread is visible next to the differences between settings.
     """
@@ -180,7 +180,7 @@ def loss_curves(runs: Mapping[str, Any], *, bins_per_epoch: int = 4, title: str 
 def lr_per_step(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
     """The learning rate of every optimizer step, one panel per run, markers coloured by batch size.
 
-    ``runs``: ``{label: History}`` (one seed each). The dashed grey line is the plain schedule (warm-up
+    ``runs``: ``{label: FinetuneHistory}`` (one seed each). The dashed grey line is the plain schedule (warm-up
     and linear decay). For runs that LRM modulates (``config["lrm"]`` and a bucket method) it is recovered
     from the recorded lr as ``lr / sqrt(batch_size / base_batch_size)``; elsewhere it is the lr itself.
     Epoch boundaries are dotted. All panels share one colour scale, so equal sizes get equal colours.

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .viz import PALETTE
+from tdnotebooks.viz.common import PALETTE
 
 
 def _check_results(results: Mapping[str, Sequence[Any]]) -> None:
@@ -32,7 +32,7 @@ def latency_accuracy_chart(results: Mapping[str, Sequence[Any]], title: str | No
                            legend_title: str = "model") -> Any:
     """Median latency (left) and accuracy (right) against the TokenDrop rate at batch size 1.
 
-    ``results``: line name (a model, or a data set) -> :class:`tdnotebooks.inference.LatencyResult` rows
+    ``results``: line name (a model, or a data set) -> :class:`tdnotebooks.finetuning.inference.LatencyResult` rows
     (``rate``, ``median_ms``, ``mean_tokens``, ``accuracy``), any order. The hover text gives the mean input length and the speed-up
     over the model's rate-0 row (when there is one).
     """
@@ -67,7 +67,7 @@ def latency_accuracy_chart(results: Mapping[str, Sequence[Any]], title: str | No
 def server_mode_chart(results: Mapping[str, Mapping[str, Any]], title: str | None = None) -> Any:
     """Throughput (left) and padding fraction (right) per batching scheme, grouped by data set.
 
-    ``results``: data set -> scheme -> :class:`tdnotebooks.inference.Predictions` (``throughput``,
+    ``results``: data set -> scheme -> :class:`tdnotebooks.finetuning.inference.Predictions` (``throughput``,
     ``padding.padding_fraction``). Bars are labelled with the speed-up over the data set's first scheme.
     """
     import plotly.graph_objects as go

@@ -4,7 +4,7 @@ returning ``go.Figure``.
 - :func:`view_similarity_chart`: Sentence-BERT cosine similarity of each corrupted view to its original,
   one box per view (the quantity on Fig. 3's left axis);
 - :func:`drift_curves_chart`: that similarity during pretraining, one line per run, next to the dev MLM
-  loss (Fig. 3 at small scale), from :func:`tdnotebooks.analysis.drift_tracker` records;
+  loss (Fig. 3 at small scale), from :func:`tdnotebooks.pretraining.analysis.drift_tracker` records;
 - :func:`probe_chart`: linear-probe accuracy per layer, one line per model, dropped layers shaded (Fig. 4/8).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .viz import PALETTE
+from tdnotebooks.viz.common import PALETTE
 
 
 def _is_number(value: Any) -> bool:
@@ -36,7 +36,7 @@ def _check_cosines(name: str, values: Any) -> np.ndarray:
 def view_similarity_chart(drift: Mapping[str, Any], title: str | None = None) -> Any:
     """One box (with its points) per view: the cosine similarity of every corrupted text to its original.
 
-    ``drift``: view name -> per-example cosines, or the dict :func:`tdnotebooks.analysis.semantic_drift`
+    ``drift``: view name -> per-example cosines, or the dict :func:`tdnotebooks.pretraining.analysis.semantic_drift`
     returns for it (``{"mean": ..., "per_example": array}``). The mean is drawn as the box's dashed line.
     """
     import plotly.graph_objects as go
@@ -63,7 +63,7 @@ def drift_curves_chart(records: Mapping[str, Sequence[Mapping[str, Any]]], view:
                        references: Mapping[str, float] | None = None, title: str | None = None) -> Any:
     """Similarity to the original (left) and dev MLM loss (right) against the pretraining step, one line per run.
 
-    ``records``: run name -> the records of :func:`tdnotebooks.analysis.drift_tracker` (``step``, the
+    ``records``: run name -> the records of :func:`tdnotebooks.pretraining.analysis.drift_tracker` (``step``, the
     mean cosine per view, ``dev_mlm_loss``). ``view``: which view each run is judged on (a name for all
     runs, or run -> name; Fig. 3 judges the baseline on "masked", token dropping on "masked_dropped").
     ``references``: label -> a constant similarity drawn as a dotted line (e.g. random dropping).
@@ -115,7 +115,7 @@ def probe_chart(accuracies: Mapping[str, Sequence[float]], chance: float | None 
                 dropped: tuple[int, int] | None = None, title: str | None = None) -> Any:
     """Probe accuracy against the layer (0 = embeddings, l = output of layer l), one line per model.
 
-    ``accuracies``: model -> :func:`tdnotebooks.analysis.probe_layers` output. ``chance``: a dashed line
+    ``accuracies``: model -> :func:`tdnotebooks.pretraining.analysis.probe_layers` output. ``chance``: a dashed line
     (None: none). ``dropped``: the token-dropping wrapper's ``(start, end)`` (layers start..end-1,
     0-based), shaded over hidden-state indices start+1..end, the outputs of the dropped layers.
     """

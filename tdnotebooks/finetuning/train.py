@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
-from .bucketing import BucketSampler, LRModulator, PadToBatchMax
-from .padding import PaddingStats
-from .runtime import amp_dtype as pick_amp_dtype
-from .runtime import get_device, seed_everything
+from tdnotebooks.finetuning.bucketing import BucketSampler, LRModulator, PadToBatchMax
+from tdnotebooks.finetuning.callbacks import FinetuneCallback
+from tdnotebooks.padding import PaddingStats
+from tdnotebooks.runtime import amp_dtype as pick_amp_dtype
+from tdnotebooks.runtime import get_device, seed_everything
 
 METHODS = ("random", "group_by_length", "bucket", "tokendrop_bucket")
 
@@ -187,7 +188,7 @@ class _SeededRandomBatches(torch.utils.data.Sampler):
 
 def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batching:
     """Batch sampler + collator of ``config.method`` over a tokenized, :func:`tokendrop.prepare`-d split."""
-    from .tokendrop import TokenDrop, TokenDropBucketCollator, TokenDropCollator, reachable_lengths
+    from tdnotebooks.finetuning.tokendrop import TokenDrop, TokenDropBucketCollator, TokenDropCollator, reachable_lengths
 
     lengths = train["length"]
     token_drop = TokenDrop(mode="to_length", seed=config.seed, keep_pronouns=config.keep_pronouns)
@@ -226,7 +227,7 @@ def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batc
 
 
 @dataclass
-class History:
+class FinetuneHistory:
     """Per optimizer step and per epoch records, ready for ``pandas.DataFrame(history.steps)``."""
 
     config: dict
@@ -256,20 +257,22 @@ def _collator_counts(collate: Any) -> tuple[int, int, int]:
 
 
 def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfig | None = None, *,
-             pad_token_id: int = 0, **overrides: Any) -> History:
+             pad_token_id: int = 0, callbacks: Sequence[FinetuneCallback] = (), **overrides: Any
+             ) -> FinetuneHistory:
     """Fine-tune a sequence classifier on ``train`` and evaluate on ``dev`` after every epoch.
 
-    ``train``/``dev``: splits from :func:`tdnotebooks.tokendrop.prepare` (``input_ids``, ``length``,
+    ``train``/``dev``: splits from :func:`tdnotebooks.finetuning.tokendrop.prepare` (``input_ids``, ``length``,
     ``stopword_spans``, ``idx``, ``label``). Keyword overrides replace config fields
     (``finetune(model, train, dev, method="bucket", epochs=2)``). AdamW, linear warm-up and decay over
     the exact number of optimizer steps of all epochs, LRM on variable-size batches, AMP on CUDA, the
     paper's lower dropout while TokenDrop is on (:func:`tokendrop_dropout_rate`; recorded in
-    ``history.config["train_dropout"]``, None = the model's own).
+    ``history.config["train_dropout"]``, None = the model's own). ``callbacks``: :class:`FinetuneCallback`
+    instances that observe the run.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from .inference import predict
+    from tdnotebooks.finetuning.inference import predict
 
     config = FinetuneConfig(**{**asdict(config or FinetuneConfig()), **overrides})
     seed_everything(config.seed)
@@ -280,6 +283,8 @@ def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfi
     if config.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     batching = make_batching(config, train, pad_token_id)
+    for callback in callbacks:
+        callback.on_batching(batching)
     steps_per_epoch = [math.ceil(batching.num_batches(e) / config.grad_accum_steps) for e in range(config.epochs)]
     total_steps = sum(steps_per_epoch)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -291,7 +296,7 @@ def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfi
     use_lrm = config.lrm and batching.variable_batch_size
     modulator = LRModulator(optimizer, config.base_batch_size)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    history = History(config={**asdict(config), "train_dropout": tokendrop_dropout_rate(config, len(train))})
+    history = FinetuneHistory(config={**asdict(config), "train_dropout": tokendrop_dropout_rate(config, len(train))})
     with dropout_rate(model, history.config["train_dropout"]):
         loader = batching.loader(train)
         optimizer.zero_grad(set_to_none=True)  # gradients left over from earlier use must not leak into step 0
@@ -329,14 +334,20 @@ def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfi
                 history.steps.append({"step": step, "epoch": epoch, "loss": float(np.mean(losses[-micro:])),
                                       "batch_size": examples_in_step, "seq_len": int(batch["input_ids"].shape[1]),
                                       "lr": lr * factor})
+                for callback in callbacks:
+                    callback.on_step_end(history.steps[-1])
                 step, examples_in_step, micro = step + 1, 0, 0
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - start
             bar.close()
             real1, slots1, batches1 = _collator_counts(batching.collate)
+            for callback in callbacks:
+                callback.on_evaluate_begin(epoch)
             dev_pred = predict(model, dev, batching="bucketed", batch_size=config.eval_batch_size,
                                pad_token_id=pad_token_id, amp_dtype=dtype)
+            for callback in callbacks:
+                callback.on_evaluate_end(epoch)
             model.train()
             history.epochs.append({
                 "epoch": epoch, "train_loss": float(np.mean(losses)), "train_seconds": train_seconds,
@@ -344,4 +355,6 @@ def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfi
                 "dev_loss": float(torch.nn.functional.cross_entropy(dev_pred.logits, torch.as_tensor(dev["label"]))),
                 "real_tokens": real1 - real0, "slot_tokens": slots1 - slots0, "num_batches": batches1 - batches0,
             })
+            for callback in callbacks:
+                callback.on_epoch_end(history.epochs[-1])
     return history

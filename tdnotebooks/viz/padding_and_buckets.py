@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from tdnotebooks.bucketing import lr_factor
-from tdnotebooks.viz import PALETTE
+from tdnotebooks.finetuning.bucketing import lr_factor
+from tdnotebooks.viz.common import PALETTE
 
 __all__ = ["BatchTable", "batch_cap_curves", "batch_picture", "batch_sizes_per_step", "batch_table",
            "lr_factor_per_step"]
@@ -200,7 +200,7 @@ def lr_factor_per_step(batch_sizes: Sequence[int], base_batch_size: int, *, max_
     """LRM: the learning-rate multiplier ``sqrt(batch_size / base_batch_size)`` at every training step.
 
     ``batch_sizes`` in step order (e.g. ``[len(b) for b in sampler.epoch_batches(epoch)]``); the factor
-    comes from :func:`tdnotebooks.bucketing.lr_factor`. A line at 1 marks the fixed-batch RandomSampler.
+    comes from :func:`tdnotebooks.finetuning.bucketing.lr_factor`. A line at 1 marks the fixed-batch RandomSampler.
     Beyond ``max_points`` steps, a point shows a group's mean factor and its error bar the min and max.
     """
     import plotly.graph_objects as go

@@ -1,0 +1,51 @@
+"""Fast fine-tuning with TokenDrop + BucketSampler (Nagarajan & Raghunathan, 2023): notebooks 01-04.
+
+Read it in this order:
+
+1. :mod:`~tdnotebooks.finetuning.bucketing`  length buckets, HWCap, BatchCap, Residual Batch Merging
+   (Algorithm 2) as a pure per-epoch plan, the :class:`BucketSampler` that serves it, Learning Rate
+   Modulation (Eq. 1), and padding-to-batch-max collation.                                  (notebook 01)
+2. :mod:`~tdnotebooks.finetuning.tokendrop`  TokenDrop: drop a random subset of stopwords per sequence and
+   epoch (Algorithm 1); with buckets, trim every batch so that it needs no padding (Algorithm 3).  (notebook 02)
+3. :mod:`~tdnotebooks.finetuning.train`  :func:`finetune`, the training loop, and :class:`FinetuneConfig`;
+   :mod:`~tdnotebooks.finetuning.callbacks` its hooks.                                     (notebook 03)
+4. :mod:`~tdnotebooks.finetuning.hf_trainer`  :class:`BucketTrainer`, the same batching in HF's ``Trainer``.
+5. :mod:`~tdnotebooks.finetuning.inference`  prediction, TokenDrop at batch size 1, server mode.  (notebook 04)
+
+Every name below is re-exported lazily: importing this package imports neither torch nor transformers.
+
+Example:
+    >>> from tdnotebooks.finetuning import BucketSampler, finetune, prepare   # doctest: +SKIP
+    >>> history = finetune(model, prepare(train, tokenizer), prepare(dev, tokenizer), method="tokendrop_bucket")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tdnotebooks.lazy import exported_names, lazy_exports
+
+EXPORTS: dict[str, tuple[str, ...]] = {
+    "bucketing": ("Bucket", "BucketSampler", "LRModulator", "PadToBatchMax", "bucket_upper_lengths",
+                  "lr_factor", "merge_residual_batches", "profile_hwcap"),
+    "tokendrop": ("DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
+                  "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference",
+                  "find_stopwords", "highlight_dropped", "is_stopword", "prepare", "reachable_lengths",
+                  "remove_articles_and_punctuation", "split_words"),
+    "callbacks": ("FinetuneCallback",),
+    "train": ("Batching", "FinetuneConfig", "FinetuneHistory", "dropout_rate", "finetune", "make_batching",
+              "restore_dropout", "set_dropout", "tokendrop_dropout_rate"),
+    "hf_trainer": ("BucketTrainer",),
+    "inference": ("LatencyResult", "Predictions", "latency_at_batch_size_1", "predict"),
+}
+
+__all__ = exported_names(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come from __getattr__
+    from tdnotebooks.finetuning.bucketing import *  # noqa: F403
+    from tdnotebooks.finetuning.callbacks import *  # noqa: F403
+    from tdnotebooks.finetuning.hf_trainer import *  # noqa: F403
+    from tdnotebooks.finetuning.inference import *  # noqa: F403
+    from tdnotebooks.finetuning.tokendrop import *  # noqa: F403
+    from tdnotebooks.finetuning.train import *  # noqa: F403
