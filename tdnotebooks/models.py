@@ -20,6 +20,11 @@ from typing import Any
 
 from tdnotebooks.data import HubUnavailableError, ensure_hub_reachable, hub_offline
 
+__all__ = [
+    "bundled_model_path", "resolve_model", "load_tokenizer", "load_pretrained", "tiny_bert", "count_parameters",
+    "byte_level_bpe",
+]
+
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm", "bundled")
 KINDS = ("encoder", "classifier", "mlm", "sbert")

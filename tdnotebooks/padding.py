@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+__all__ = ["PaddingStats", "padding_stats", "random_batches", "padding_cost"]
+
 
 @dataclass(frozen=True)
 class PaddingStats:

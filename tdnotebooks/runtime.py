@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+__all__ = ["size", "pick", "get_device", "amp_dtype", "seed_everything", "environment_report"]
+
 T = TypeVar("T")
 
 SIZE_ENV_VAR = "TDN_SIZE"

@@ -29,6 +29,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "executed_dir", "notebook_paths", "execute_notebook", "executed_copy", "plotly_outputs_to_html",
+    "mkdocs_config", "build_site", "readme_section", "main",
+]
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PLOTLY_JS = "assets/plotly.min.js"
 NOTEBOOK_NAME = re.compile(r"^\d\d_.+\.ipynb$")

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import BertForMaskedLM
 
+from tdnotebooks.models import tiny_bert
 from tdnotebooks.pretraining.analysis import (
     classifier_from_mlm,
     compare_pretraining,
@@ -23,7 +24,6 @@ from tdnotebooks.pretraining.analysis import (
     probe_layers,
     semantic_drift,
 )
-from tdnotebooks.models import tiny_bert
 from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, TokenDroppingConfig
 
 TEXTS = [

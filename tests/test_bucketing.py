@@ -681,7 +681,7 @@ def test_pad_to_batch_max_pads_and_counts():
     out = collate([{"input_ids": [5, 6], "labels": 0.5}])
     assert out["labels"].dtype == torch.float32 and "token_type_ids" not in out
     assert collate.stats.padding_fraction == pytest.approx(2 / 8)
-    collate.reset()
+    collate.reset_stats()
     assert collate.stats.num_batches == 0
     multiple = PadToBatchMax(0, pad_to_multiple_of=8)
     assert multiple([{"input_ids": [1] * 9}])["input_ids"].shape == (1, 16)

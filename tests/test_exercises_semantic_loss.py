@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from tdnotebooks.pretraining import analysis
 from tdnotebooks.exercises import Feedback
 from tdnotebooks.exercises import semantic_loss as ex
+from tdnotebooks.pretraining import analysis
 
 SENTENCE = "The story is smart and entirely charming in intent and execution."   # 12 word pieces
 ACCURACIES = [0.55, 0.59, 0.61, 0.61, 0.63, 0.66, 0.67]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from tdnotebooks.finetuning.train import FinetuneConfig
 from tdnotebooks.finetuning.hf_trainer import BucketTrainer
+from tdnotebooks.finetuning.train import FinetuneConfig
 
 
 class Recorder(TrainerCallback):

@@ -13,8 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tdnotebooks.data import load_task
-from tdnotebooks.models import bundled_model_path, byte_level_bpe
-from tdnotebooks.padding import padding_stats
 from tdnotebooks.finetuning.tokendrop import (
     TokenDrop,
     TokenDropBucketCollator,
@@ -27,6 +25,8 @@ from tdnotebooks.finetuning.tokendrop import (
     remove_articles_and_punctuation,
     split_words,
 )
+from tdnotebooks.models import bundled_model_path, byte_level_bpe
+from tdnotebooks.padding import padding_stats
 from tdnotebooks.stopwords import PRONOUNS, STOPWORDS, stopword_set
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

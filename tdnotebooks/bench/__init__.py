@@ -17,6 +17,8 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
 SUBCOMMANDS: dict[str, str] = {
     "finetune": "tdnotebooks.bench.finetune",
     "pretrain": "tdnotebooks.bench.pretrain",
@@ -50,6 +52,3 @@ def _quiet_library_progress_bars() -> None:
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-
-
-__all__ = ["SUBCOMMANDS", "build_parser", "main"]

@@ -49,6 +49,13 @@ from typing import Any
 
 from tdnotebooks.finetuning.callbacks import FinetuneCallback
 
+__all__ = [
+    "BenchConfig", "quick_config", "full_config", "TimedCollate", "RunRecorder", "warm_up", "train_one",
+    "summarize", "padding_at_scale", "measure_inference", "evaluate_targets", "majority_accuracy",
+    "beats_majority", "accuracy_noise_points", "run_benchmark", "format_table", "format_report", "add_arguments",
+    "config_from_args", "write_results", "run",
+]
+
 HELP = ("fine-tuning speed and accuracy: RandomSampler vs group_by_length vs BucketSampler vs "
         "TokenDrop + BucketSampler, plus inference latency/throughput")
 
@@ -336,8 +343,8 @@ def measure_inference(model: Any, tokenizer: Any, test: Any, config: BenchConfig
                       device: Any) -> dict[str, list[dict[str, Any]]]:
     """Latency at batch size 1 per drop rate (Fig. 4) and server-mode throughput per batching (Table 3)."""
     from tdnotebooks.finetuning.inference import latency_at_batch_size_1, predict
-    from tdnotebooks.runtime import amp_dtype
     from tdnotebooks.finetuning.tokendrop import TokenDrop
+    from tdnotebooks.runtime import amp_dtype
 
     sample = test.select(range(min(config.latency_examples, len(test))))
     latency = []

@@ -58,6 +58,10 @@ from typing import Any
 
 from tdnotebooks.bench.finetune import _environment, _int_at_least, _load, format_table, write_results
 
+__all__ = ["HELP", "BenchConfig", "QualitySpec", "SizeSpec", "compare_sctd", "format_quality", "run_quality", "add_arguments", "analytic_flops_ratios", "base_size",
+           "evaluate_targets", "format_report", "full_config", "quick_config", "run", "run_benchmark", "step_time",
+           "tiny_size"]
+
 HELP = ("pretraining step time, tokens/s, FLOPs ratio and peak memory: baseline, token_drop, random_drop, "
         "ScTD(Fi) and HF's BertForMaskedLM, at a tiny and at BERT-base size")
 
@@ -256,10 +260,10 @@ def _make_step(mode: str, mlm: Any, config: BenchConfig, tokenizer: Any, device:
     """(step(inputs, labels, t): one full optimizer step, the optimizer) for ``mode`` on the model ``mlm``."""
     import torch
 
-    from tdnotebooks.pretraining.train import DEFAULT_BETA, PretrainObjective
-    from tdnotebooks.runtime import amp_dtype
     from tdnotebooks.pretraining.sctd import ScTDConfig
     from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, TokenDroppingConfig
+    from tdnotebooks.pretraining.train import DEFAULT_BETA, PretrainObjective
+    from tdnotebooks.runtime import amp_dtype
 
     dtype = amp_dtype(device)
     if mode == HF_PEER:
@@ -481,9 +485,9 @@ def run_quality(spec: QualitySpec, config: BenchConfig, tokenizer: Any, device: 
                 say: Callable[[str], None]) -> dict[str, Any]:
     """Pretrain baseline, token_drop and sctd with the same seeds and compare their quality
     (:func:`tdnotebooks.pretraining.analysis.compare_pretraining`); adds the ScTD - token_drop differences."""
-    from tdnotebooks.pretraining.analysis import compare_pretraining
     from tdnotebooks.data import load_task
     from tdnotebooks.models import load_pretrained
+    from tdnotebooks.pretraining.analysis import compare_pretraining
     from tdnotebooks.pretraining.train import PretrainConfig
 
     data = load_task("rt_sentiment")
@@ -695,8 +699,3 @@ def run(args: argparse.Namespace) -> int:
     print(format_report(results))
     print(f"\nresults written to {write_results(results, args.out)}")
     return 0
-
-
-__all__ = ["HELP", "BenchConfig", "QualitySpec", "SizeSpec", "compare_sctd", "format_quality", "run_quality", "add_arguments", "analytic_flops_ratios", "base_size",
-           "evaluate_targets", "format_report", "full_config", "quick_config", "run", "run_benchmark", "step_time",
-           "tiny_size"]

@@ -23,6 +23,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "BUNDLED_CORPORA", "BUNDLED_TASKS", "GLUE_TASKS", "HubUnavailableError", "TaskSpec",
+    "ensure_hub_reachable", "hub_offline", "load_corpus", "load_task", "task_spec", "tokenize",
+]
+
 DATA_DIR = Path(__file__).resolve().parent
 
 
@@ -214,9 +219,3 @@ def tokenize(data: Any, tokenizer: Any, text_fields: tuple[str, ...] | None = No
         return enc
 
     return data.map(encode, batched=True, desc=None)
-
-
-__all__ = [
-    "BUNDLED_CORPORA", "BUNDLED_TASKS", "GLUE_TASKS", "HubUnavailableError", "TaskSpec",
-    "ensure_hub_reachable", "hub_offline", "load_corpus", "load_task", "task_spec", "tokenize",
-]

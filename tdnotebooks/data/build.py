@@ -28,6 +28,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+__all__ = [
+    "write_jsonl_gz", "stratified_split", "read_ground_truth", "open_vader_tarball", "build_rt_sentiment",
+    "build_reviews_long", "clean_shakespeare", "build_shakespeare", "build_kjv", "fetch_sdists", "build_all",
+    "main",
+]
+
 DATA_DIR = Path(__file__).resolve().parent
 SEED = 1234
 

@@ -16,6 +16,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["Feedback", "check_choice", "check_number", "unanswered"]
+
 
 @dataclass(frozen=True)
 class Feedback:
@@ -73,6 +75,3 @@ def check_choice(answer: Any, expected: Any, choices: tuple, what: str, hint: st
     if normal == expected_normal:
         return Feedback(True, f"{expected!r}. {explain}".strip())
     return Feedback(False, hint)
-
-
-__all__ = ["Feedback", "check_choice", "check_number", "unanswered"]

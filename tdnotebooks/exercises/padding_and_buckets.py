@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from tdnotebooks.finetuning.bucketing import BucketSampler, lr_factor
 from tdnotebooks.exercises import Feedback, check_number, unanswered
+from tdnotebooks.finetuning.bucketing import BucketSampler, lr_factor
 from tdnotebooks.padding import padding_stats
 
 __all__ = [

@@ -12,15 +12,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from tdnotebooks.exercises import Feedback, check_number
 from tdnotebooks.pretraining.sctd import is_full_step
 from tdnotebooks.pretraining.token_dropping import flops_ratio
-from tdnotebooks.exercises import Feedback, check_number
-
-BERT_LARGE = {"num_layers": 24, "start_layer": 11, "end_layer": 23, "keep_fraction": 0.5, "seq_len": 512,
-              "hidden_size": 1024, "num_predictions": 77, "vocab_size": 30522}
 
 __all__ = ["BERT_LARGE", "check_break_even_fi", "check_full_steps", "check_sctd_cost", "check_total_loss",
            "solution_break_even_fi", "solution_full_steps", "solution_sctd_cost", "solution_total_loss"]
+
+BERT_LARGE = {"num_layers": 24, "start_layer": 11, "end_layer": 23, "keep_fraction": 0.5, "seq_len": 512,
+              "hidden_size": 1024, "num_predictions": 77, "vocab_size": 30522}
 
 
 def solution_full_steps(steps: int = 100, fi: int = 10) -> int:

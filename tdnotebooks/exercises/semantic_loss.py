@@ -16,10 +16,12 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tdnotebooks.pretraining import analysis
 from tdnotebooks.exercises import Feedback, unanswered
-from tdnotebooks.exercises import check_choice as _check_choice  # aliased: every public check_* name counts as an exercise
+from tdnotebooks.exercises import (
+    check_choice as _check_choice,  # aliased: every public check_* name counts as an exercise
+)
 from tdnotebooks.exercises import check_number as _check_number
+from tdnotebooks.pretraining import analysis
 
 __all__ = [
     "check_best_pooling", "check_drift_direction", "check_kept_at_high_drop", "check_mask_count",

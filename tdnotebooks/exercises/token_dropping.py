@@ -18,9 +18,16 @@ from typing import Any
 
 import torch
 
-from tdnotebooks.pretraining.token_dropping import ImportanceTable, TokenDroppingConfig, flops_ratio, keep_counts
 from tdnotebooks.exercises import Feedback, unanswered
-from tdnotebooks.exercises import check_number as _check_number  # aliased: every public check_* name counts as an exercise
+from tdnotebooks.exercises import (
+    check_number as _check_number,  # aliased: every public check_* name counts as an exercise
+)
+from tdnotebooks.pretraining.token_dropping import (
+    ImportanceTable,
+    TokenDroppingConfig,
+    flops_ratio,
+    keep_counts,
+)
 
 __all__ = [
     "check_bert_base_flops", "check_flops_widget", "check_importance_update", "check_keep_count",

@@ -644,8 +644,8 @@ class PadToBatchMax:
     Examples are dicts with ``input_ids`` and optionally ``attention_mask``, ``token_type_ids`` and
     ``label``/``labels`` (returned as ``labels``); other keys are ignored. ``pad`` is a pad token id or
     a tokenizer. Counts accumulate over calls (``real_tokens``, ``slot_tokens``, ``num_batches``,
-    :attr:`stats`; :meth:`reset`). They are made where collation runs: in the main process only with
-    ``num_workers=0``.
+    :attr:`stats`; :meth:`reset_stats`, as in every collator of the package). They are made where
+    collation runs: in the main process only with ``num_workers=0``.
     """
 
     def __init__(self, pad: int | Any, pad_to_multiple_of: int | None = None) -> None:
@@ -655,9 +655,10 @@ class PadToBatchMax:
         self.pad_token_id = _check_int("pad", pad_id, 0)
         self.pad_to_multiple_of = (None if pad_to_multiple_of is None
                                    else _check_int("pad_to_multiple_of", pad_to_multiple_of, 1))
-        self.reset()
+        self.reset_stats()
 
-    def reset(self) -> None:
+    def reset_stats(self) -> None:
+        """Zero the running counts of real/slot tokens and batches."""
         self.real_tokens = self.slot_tokens = self.num_batches = 0
 
     @property

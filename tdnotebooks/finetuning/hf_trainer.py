@@ -38,6 +38,8 @@ from tdnotebooks.finetuning.train import (
     tokendrop_dropout_rate,
 )
 
+__all__ = ["BucketTrainer"]
+
 
 class _EpochLoader(DataLoader):
     """A DataLoader whose ``set_epoch`` (called by Trainer every epoch) re-plans the batches."""

@@ -23,6 +23,8 @@ import torch
 from tdnotebooks.finetuning.bucketing import BucketSampler, PadToBatchMax
 from tdnotebooks.padding import PaddingStats, random_batches
 
+__all__ = ["Predictions", "predict", "LatencyResult", "latency_at_batch_size_1"]
+
 BATCHINGS = ("random", "bucketed", "bucketed_tokendrop")
 
 

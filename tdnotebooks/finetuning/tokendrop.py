@@ -47,6 +47,13 @@ import torch
 from tdnotebooks.padding import PaddingStats
 from tdnotebooks.stopwords import PRONOUNS, stopword_set
 
+__all__ = [
+    "DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
+    "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference", "find_stopwords",
+    "highlight_dropped", "is_stopword", "prepare", "reachable_lengths", "remove_articles_and_punctuation",
+    "split_words",
+]
+
 # ============================================================================ 2. words
 # A word is a whitespace-separated chunk of the ORIGINAL text with its leading and trailing punctuation
 # split off as words of their own:
@@ -641,11 +648,3 @@ def remove_articles_and_punctuation(text: str) -> str:
     text = re.sub("['\u2019]", "", text)
     text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text)
     return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-__all__ = [
-    "DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
-    "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference", "find_stopwords",
-    "highlight_dropped", "is_stopword", "prepare", "reachable_lengths", "remove_articles_and_punctuation",
-    "split_words",
-]

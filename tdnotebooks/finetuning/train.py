@@ -43,6 +43,11 @@ from tdnotebooks.padding import PaddingStats
 from tdnotebooks.runtime import amp_dtype as pick_amp_dtype
 from tdnotebooks.runtime import get_device, seed_everything
 
+__all__ = [
+    "FinetuneConfig", "tokendrop_dropout_rate", "set_dropout", "restore_dropout", "dropout_rate", "Batching",
+    "make_batching", "FinetuneHistory", "finetune",
+]
+
 METHODS = ("random", "group_by_length", "bucket", "tokendrop_bucket")
 
 
@@ -188,7 +193,12 @@ class _SeededRandomBatches(torch.utils.data.Sampler):
 
 def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batching:
     """Batch sampler + collator of ``config.method`` over a tokenized, :func:`tokendrop.prepare`-d split."""
-    from tdnotebooks.finetuning.tokendrop import TokenDrop, TokenDropBucketCollator, TokenDropCollator, reachable_lengths
+    from tdnotebooks.finetuning.tokendrop import (
+        TokenDrop,
+        TokenDropBucketCollator,
+        TokenDropCollator,
+        reachable_lengths,
+    )
 
     lengths = train["length"]
     token_drop = TokenDrop(mode="to_length", seed=config.seed, keep_pronouns=config.keep_pronouns)

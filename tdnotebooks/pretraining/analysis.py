@@ -33,6 +33,11 @@ import torch
 
 from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, select_kept_tokens
 
+__all__ = [
+    "POOLINGS", "QUALITY_METRICS", "CorruptedView", "classifier_from_mlm", "compare_pretraining", "corrupted_views", "downstream", "drift_at_checkpoint",
+    "drift_tracker", "layer_representations", "mask_count", "probe_layers", "semantic_drift",
+]
+
 POOLINGS = ("mean", "cls")
 
 
@@ -351,8 +356,8 @@ def downstream(model: Any, tokenizer: Any, task: str = "rt_sentiment", train_siz
     FinetuneConfig fields, e.g. ``epochs=2, lr=1e-4``).
     """
     from tdnotebooks.data import load_task
-    from tdnotebooks.finetuning.train import FinetuneConfig, finetune
     from tdnotebooks.finetuning.tokendrop import prepare
+    from tdnotebooks.finetuning.train import FinetuneConfig, finetune
 
     _check_int("train_size", train_size, 2)
     _check_int("dev_size", dev_size, 1)
@@ -459,9 +464,3 @@ def compare_pretraining(methods: Mapping[str, Mapping[str, Any]], config: Any = 
             summary["sd"][metric] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         results[label] = summary
     return results
-
-
-__all__ = [
-    "POOLINGS", "QUALITY_METRICS", "CorruptedView", "classifier_from_mlm", "compare_pretraining", "corrupted_views", "downstream", "drift_at_checkpoint",
-    "drift_tracker", "layer_representations", "mask_count", "probe_layers", "semantic_drift",
-]

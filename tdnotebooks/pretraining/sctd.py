@@ -50,6 +50,9 @@ from torch.nn import functional as F
 
 from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, TokenDroppingOutput
 
+__all__ = ["KL_TARGETS", "REDUCTIONS", "ScTDConfig", "ScTDOutput", "is_full_step", "kl_from_scores",
+           "sctd_loss", "semantic_kl", "semantic_scores"]
+
 KL_TARGETS = ("cls_hidden_softmax", "mean_pooled", "mlm_vocab")
 REDUCTIONS = ("sum", "batchmean")
 
@@ -233,7 +236,3 @@ def sctd_loss(model: TokenDroppingBert, input_ids: torch.Tensor, attention_mask:
         total = dropped.loss + kl
     return ScTDOutput(total=total, mlm_dropped=dropped.loss, mlm_full=full.loss, kl_global=kl_global,
                       kl_local=kl_local, is_full_step=True, dropped=dropped, full=full)
-
-
-__all__ = ["KL_TARGETS", "REDUCTIONS", "ScTDConfig", "ScTDOutput", "is_full_step", "kl_from_scores",
-           "sctd_loss", "semantic_kl", "semantic_scores"]

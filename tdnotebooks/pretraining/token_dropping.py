@@ -43,6 +43,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+__all__ = [
+    "TokenDroppingConfig", "ImportanceTable", "KeptTokens", "keep_counts", "select_kept_tokens", "gather_tokens",
+    "scatter_tokens", "layer_with_full_kv", "TokenDroppingOutput", "TokenDroppingBert", "layer_flops",
+    "flops_ratio",
+]
+
 SELECTIONS = ("importance", "random")
 IGNORE_INDEX = -100  # labels at positions that are not masked (Hugging Face convention)
 

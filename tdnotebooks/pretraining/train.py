@@ -49,6 +49,11 @@ from torch import nn
 from tdnotebooks.pretraining.sctd import ScTDConfig, is_full_step, sctd_loss
 from tdnotebooks.pretraining.token_dropping import IGNORE_INDEX, TokenDroppingBert, TokenDroppingConfig
 
+__all__ = [
+    "PretrainConfig", "pack_blocks", "corpus_blocks", "sample_indices", "mask_tokens", "PretrainObjective",
+    "PretrainHistory", "list_checkpoints", "latest_checkpoint", "pretrain", "evaluate", "main",
+]
+
 PRETRAIN_MODES = ("baseline", "token_drop", "random_drop", "sctd")
 DEVICES = ("auto", "cpu", "cuda")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")

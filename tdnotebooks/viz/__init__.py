@@ -15,6 +15,14 @@ re-exported here; the notebook charts live in
 
 from __future__ import annotations
 
-from tdnotebooks.viz.common import PALETTE, RENDERER_ENV_VAR, length_histogram, padding_bars, panel, renderer, show
+from tdnotebooks.viz.common import (
+    PALETTE,
+    RENDERER_ENV_VAR,
+    length_histogram,
+    padding_bars,
+    panel,
+    renderer,
+    show,
+)
 
 __all__ = ["PALETTE", "RENDERER_ENV_VAR", "length_histogram", "padding_bars", "panel", "renderer", "show"]

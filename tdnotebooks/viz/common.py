@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["renderer", "show", "panel", "length_histogram", "padding_bars"]
+
 RENDERER_ENV_VAR = "TDN_PLOTLY_RENDERER"
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2")
 

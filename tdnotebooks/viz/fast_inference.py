@@ -13,6 +13,8 @@ from typing import Any
 
 from tdnotebooks.viz.common import PALETTE
 
+__all__ = ["latency_accuracy_chart", "server_mode_chart"]
+
 
 def _check_results(results: Mapping[str, Sequence[Any]]) -> None:
     if not results:

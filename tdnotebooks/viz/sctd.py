@@ -20,6 +20,9 @@ import numpy as np
 
 from tdnotebooks.viz.common import PALETTE
 
+__all__ = ["METRIC_TITLES", "TERM_LABELS", "cost_curve_chart", "loss_contributions", "loss_terms_chart",
+           "moving_average", "quality_chart", "sctd_relative_cost", "training_curves_chart"]
+
 TERM_LABELS = {"mlm_dropped": "MLM* (dropped pass)", "mlm_full": "MLM (full pass)",
                "kl_global": "λ·KL_g (last layer)", "kl_local": "λ·KL_l (last dropped layer)"}
 METRIC_TITLES = {"dev_mlm_loss": ("dev MLM loss, full model", "loss (nats)"),
@@ -245,7 +248,3 @@ def quality_chart(results: Mapping[str, Mapping[str, Any]],
     fig.update_layout(title=title or "Quality and cost after the same number of steps", height=420,
                       margin={"t": 80})
     return fig
-
-
-__all__ = ["METRIC_TITLES", "TERM_LABELS", "cost_curve_chart", "loss_contributions", "loss_terms_chart",
-           "moving_average", "quality_chart", "sctd_relative_cost", "training_curves_chart"]

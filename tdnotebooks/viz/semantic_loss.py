@@ -18,6 +18,8 @@ import numpy as np
 
 from tdnotebooks.viz.common import PALETTE
 
+__all__ = ["view_similarity_chart", "drift_curves_chart", "probe_chart"]
+
 
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and math.isfinite(value)
