@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tdnotebooks.data import HubUnavailableError, ensure_hub_reachable, hub_offline
+from tdnotebooks.validation import check_choice, check_int
 
 __all__ = [
     "bundled_model_path", "resolve_model", "load_tokenizer", "load_pretrained", "tiny_bert", "count_parameters",
@@ -102,10 +103,10 @@ def load_pretrained(name_or_path: str | os.PathLike = BUNDLED_MODEL, kind: str =
     The returned model's ``newly_initialized`` attribute lists the weights that did not come from the
     checkpoint.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is not supported; allowed: {', '.join(KINDS)}")
-    if kind == "classifier" and (not isinstance(num_labels, int) or num_labels < 1):
-        raise ValueError(f"num_labels must be an int >= 1 (1 = regression), got {num_labels!r}")
+    check_choice("kind", kind, KINDS)
+    check_int("num_labels (1 = regression)", num_labels, low=1)
+    if num_layers is not None:
+        check_int("num_layers", num_layers, low=1)  # the upper bound once the model's config is read
     from tdnotebooks.runtime import get_device
 
     dev = get_device(device)
@@ -132,9 +133,7 @@ def load_pretrained(name_or_path: str | os.PathLike = BUNDLED_MODEL, kind: str =
             f"encoders: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
     if num_layers is not None:
-        if not isinstance(num_layers, int) or not 1 <= num_layers <= config.num_hidden_layers:
-            raise ValueError(f"num_layers must be an int in [1, {config.num_hidden_layers}] for {name_or_path!r}, "
-                             f"got {num_layers!r}")
+        check_int(f"num_layers (of {name_or_path!r})", num_layers, low=1, high=config.num_hidden_layers)
     auto = {"encoder": AutoModel, "classifier": AutoModelForSequenceClassification, "mlm": AutoModelForMaskedLM}[kind]
     kwargs: dict[str, Any] = {"output_loading_info": True}
     if kind == "classifier":
@@ -179,8 +178,7 @@ def tiny_bert(num_layers: int = 4, hidden_size: int = 128, num_heads: int = 4, i
     for arg, value, low in (("num_layers", num_layers, 2), ("hidden_size", hidden_size, 8),
                             ("num_heads", num_heads, 1), ("intermediate_size", intermediate_size, 8),
                             ("max_position_embeddings", max_position_embeddings, 8)):
-        if not isinstance(value, int) or value < low:
-            raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
+        check_int(arg, value, low=low)
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
     tok = tokenizer if tokenizer is not None else load_tokenizer()
@@ -202,9 +200,9 @@ def byte_level_bpe(vocab_size: int = 8000, corpus: str = "shakespeare", max_text
     It stands in for GPT-2/RoBERTa tokenizers when the hub is out of reach: ``<s> ... </s>`` framing,
     ``Ġ``-marked word starts, and ``word_ids()`` alignment like any fast tokenizer. Cached per arguments.
     """
-    if not isinstance(vocab_size, int) or not 300 <= vocab_size <= 100_000:
-        raise ValueError(f"vocab_size must be an int in [300, 100000], got {vocab_size!r}")
-    return _byte_level_bpe(vocab_size, corpus, max_texts)
+    check_int("vocab_size", vocab_size, low=300, high=100_000)
+    check_int("max_texts", max_texts, low=1)
+    return _byte_level_bpe(int(vocab_size), corpus, int(max_texts))
 
 
 @lru_cache(maxsize=4)

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tdnotebooks.validation import check_int
+
 __all__ = ["PaddingStats", "padding_stats", "random_batches", "padding_cost"]
 
 
@@ -57,10 +59,9 @@ def padding_stats(lengths: Sequence[int], batches: Iterable[Sequence[int]]) -> P
 
 def random_batches(num_examples: int, batch_size: int, seed: int = 0) -> list[list[int]]:
     """The usual baseline: a random permutation cut into batches of ``batch_size`` (last one smaller)."""
-    if num_examples < 0:
-        raise ValueError(f"num_examples must be >= 0, got {num_examples}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int("num_examples", num_examples, low=0)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    check_int("seed", seed, low=0)
     order = np.random.default_rng(seed).permutation(num_examples)
     return [order[i:i + batch_size].tolist() for i in range(0, num_examples, batch_size)]
 
@@ -72,8 +73,7 @@ def padding_cost(lengths: Sequence[int], batch_size: int, max_length: int, seed:
     pipelines); ``"pad_to_batch_max"``: random batches padded to their longest member (dynamic padding,
     the paper's RandomSampler baseline).
     """
-    if not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length must be an int >= 1, got {max_length!r}")
+    check_int("max_length", max_length, low=1)
     if len(lengths) == 0:
         raise ValueError("lengths is empty: nothing to batch")
     clipped = np.minimum(np.asarray(lengths), max_length)

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from tdnotebooks.validation import check_choice, check_int
+
 __all__ = ["size", "pick", "get_device", "amp_dtype", "seed_everything", "environment_report"]
 
 T = TypeVar("T")
@@ -24,9 +26,7 @@ SIZES = ("small", "paper")
 def size() -> str:
     """The current size setting: ``"small"`` (default, seconds on a laptop CPU) or ``"paper"``."""
     value = os.environ.get(SIZE_ENV_VAR, "small").strip().lower() or "small"
-    if value not in SIZES:
-        raise ValueError(f"{SIZE_ENV_VAR}={value!r} is not a known size; allowed: {', '.join(SIZES)}")
-    return value
+    return check_choice(SIZE_ENV_VAR, value, SIZES)
 
 
 def pick(small: T, paper: T) -> T:
@@ -62,8 +62,7 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and all GPUs) in one call."""
     import torch
 
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_int("seed", seed, low=0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

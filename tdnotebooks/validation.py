@@ -33,7 +33,12 @@ def is_int(value: Any) -> bool:
 
 def is_number(value: Any) -> bool:
     """A finite real number (Python or numpy), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:

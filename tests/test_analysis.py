@@ -71,6 +71,10 @@ def test_mask_count_rule():
     assert [mask_count(n, 0.15) for n in (1, 3, 10, 20, 40)] == [1, 1, 2, 3, 6]
     assert mask_count(2, 0.9) == 2            # at most every maskable piece
     assert mask_count(30, 0.15) == 4 and mask_count(50, 0.15) == 8   # 4.5 -> 4, 7.5 -> 8: halves to even
+    with pytest.raises(ValueError, match="num_maskable must be an int >= 0, got 2.5"):
+        mask_count(2.5, 0.15)
+    with pytest.raises(ValueError, match=r"mask_prob must be a number in \(0, 1\), got 1.0"):
+        mask_count(10, 1.0)
 
 
 def test_masked_view_masks_round_15_percent(wordpiece, td):
@@ -213,26 +217,27 @@ def test_downstream_finetunes_a_copy_and_is_seeded(wordpiece, td):
     (lambda tok, td: corrupted_views(tok, "one string", td), "texts must be a non-empty list"),
     (lambda tok, td: corrupted_views(tok, [], td), "texts must be a non-empty list"),
     (lambda tok, td: corrupted_views(tok, ["ok", ""], td), "non-empty strings"),
-    (lambda tok, td: corrupted_views(tok, TEXTS, td, mask_prob=0.0), r"mask_prob must be in \(0, 1\)"),
-    (lambda tok, td: corrupted_views(tok, TEXTS, td, mask_prob=1.5), r"mask_prob must be in \(0, 1\)"),
-    (lambda tok, td: corrupted_views(tok, TEXTS, keep_fraction=0), r"keep_fraction must be in \(0, 1\]"),
+    (lambda tok, td: corrupted_views(tok, TEXTS, td, mask_prob=0.0), r"mask_prob must be a number in \(0, 1\), got 0.0"),
+    (lambda tok, td: corrupted_views(tok, TEXTS, td, mask_prob=1.5), r"mask_prob must be a number in \(0, 1\)"),
+    (lambda tok, td: corrupted_views(tok, TEXTS, keep_fraction=0), r"keep_fraction must be a number in \(0, 1\]"),
     (lambda tok, td: corrupted_views(tok, TEXTS, td, seed=-1), "seed must be an int >= 0"),
     (lambda tok, td: corrupted_views(tok, TEXTS, td_wrapper=td.mlm), "td_wrapper must be a TokenDroppingBert"),
     (lambda tok, td: semantic_drift(object(), TEXTS, {"v": TEXTS}), "sbert must be a SentenceTransformer"),
     (lambda tok, td: semantic_drift(None, TEXTS, {"v": TEXTS[:2]}), r"views\['v'\] must have one text per"),
     (lambda tok, td: semantic_drift(None, TEXTS, {}), "views must name at least one"),
-    (lambda tok, td: layer_representations(td, tok, TEXTS, pooling="max"), "pooling must be one of mean, cls"),
+    (lambda tok, td: layer_representations(td, tok, TEXTS, pooling="max"), "pooling must be one of 'mean', 'cls', got 'max'"),
     (lambda tok, td: layer_representations(torch.nn.Linear(2, 2), tok, TEXTS), "model must be a TokenDropping"),
     (lambda tok, td: layer_representations(td, tok, TEXTS, batch_size=0), "batch_size must be an int >= 1"),
     (lambda tok, td: probe_layers([np.ones((4, 2))], [0, 1, 0, 1], [], [0]), "same, non-zero number of layers"),
     (lambda tok, td: probe_layers([np.ones((4, 2))], [1, 1, 1, 1], [np.ones((1, 2))], [0]), "at least 2 classes"),
     (lambda tok, td: probe_layers([np.ones((4, 2))], [0, 1, 0, 1], [np.ones((1, 3))], [0]), "equal width"),
     (lambda tok, td: probe_layers([np.ones((3, 2))], [0, 1, 0, 1], [np.ones((1, 2))], [0]), "3 train / 1 dev"),
-    (lambda tok, td: probe_layers([np.ones((4, 2))], [0, 1, 0, 1], [np.ones((1, 2))], [0], c=0), "c must be > 0"),
+    (lambda tok, td: probe_layers([np.ones((4, 2))], [0, 1, 0, 1], [np.ones((1, 2))], [0], c=0),
+     r"c must be a number in \(0, inf\), got 0"),
     (lambda tok, td: classifier_from_mlm(torch.nn.Linear(2, 2)), "model must be a TokenDroppingBert or a Bert"),
     (lambda tok, td: classifier_from_mlm(td, num_labels=1), "num_labels must be an int >= 2"),
     (lambda tok, td: downstream(td, tok, train_size=1), "train_size must be an int >= 2"),
-    (lambda tok, td: downstream(td, tok, max_length=1000), r"max_length must be in \[3, 128\]"),
+    (lambda tok, td: downstream(td, tok, max_length=1000), r"max_length must be an int in \[3, 128\], got 1000"),
 ])
 def test_bad_arguments(wordpiece, td, call, message):
     with pytest.raises(ValueError, match=message):

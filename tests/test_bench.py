@@ -8,6 +8,7 @@ import operator
 import pytest
 
 from tdnotebooks.bench import build_parser, main
+from tdnotebooks.bench.common import write_results
 from tdnotebooks.bench.finetune import (
     BASELINE,
     INFERENCE_RATES,
@@ -16,13 +17,12 @@ from tdnotebooks.bench.finetune import (
     SERVER_BATCHINGS,
     TARGETS,
     BenchConfig,
-    _prepare_splits,
     evaluate_targets,
     format_report,
     padding_at_scale,
+    prepare_splits,
     quick_config,
     run_benchmark,
-    write_results,
 )
 
 TASKS = ("rt_sentiment",)  # one task keeps the test fast; the code path is the same for every task
@@ -135,7 +135,7 @@ def test_evaluate_targets_on_hand_made_numbers():
 def test_padding_at_scale_reproduces_the_padding_of_the_training_runs(results, wordpiece):
     """The batching-only pass builds the very batches training fed the model: same real and slot tokens."""
     config = tiny_config()
-    train = _prepare_splits("rt_sentiment", config, wordpiece)["train"]
+    train = prepare_splits("rt_sentiment", config, wordpiece)["train"]
     variants = padding_at_scale(train, wordpiece.pad_token_id, seeds=config.seeds, epochs=config.epochs,
                                 token_budget=config.token_budget, base_batch_size=config.base_batch_size)
     methods = results["tasks"]["rt_sentiment"]["methods"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tdnotebooks.bench import build_parser, main
-from tdnotebooks.bench.finetune import write_results
+from tdnotebooks.bench.common import write_results
 from tdnotebooks.bench.pretrain import (
     BASELINE,
     HF_PEER,

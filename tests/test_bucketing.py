@@ -1,4 +1,5 @@
-"""Tests for tdnotebooks.finetuning.bucketing: BucketSampler (Algorithm 2), BatchCap, RBM, LRM, profiling, collation."""
+"""Tests for Algorithm 2 and around it: the pure epoch plan (tdnotebooks.finetuning.planning) and the BucketSampler
+that serves it (bucketing), BatchCap, RBM, LRM (lrm), HWCap profiling (hwcap), collation (collate)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdnotebooks.finetuning.bucketing import (
+from tdnotebooks.finetuning.bucketing import BucketSampler
+from tdnotebooks.finetuning.collate import PadToBatchMax
+from tdnotebooks.finetuning.hwcap import _largest_fitting_batch, profile_hwcap
+from tdnotebooks.finetuning.lrm import LRModulator, lr_factor
+from tdnotebooks.finetuning.planning import (
     Bucket,
-    BucketSampler,
-    LRModulator,
-    PadToBatchMax,
-    _largest_fitting_batch,
+    BucketSpec,
     bucket_upper_lengths,
-    lr_factor,
+    epoch_batches,
     merge_residual_batches,
-    profile_hwcap,
 )
 from tdnotebooks.padding import padding_stats, random_batches
 
@@ -215,6 +216,53 @@ def test_distributed_shards_are_equal_and_cover_the_data(cfg, replicas, drop_las
 
 
 # ---------------------------------------------------------------------------------------------------
+# The pure epoch plan: the sampler serves exactly epoch_batches(spec, seed, epoch)
+# ---------------------------------------------------------------------------------------------------
+
+SPEC_KEYS = ("bucket_width", "max_length", "hwcap", "token_budget", "base_batch_size", "scaling_factor",
+             "batch_cap", "rbm", "shuffle", "reachable_lengths")
+
+
+@FAST
+@given(case=st.tuples(configs(), st.booleans()), seeds=st.lists(st.integers(0, 2**40), min_size=1, max_size=3))
+def test_the_sampler_yields_the_pure_plan_for_every_epoch_and_seed(case, seeds):
+    cfg, with_reachable = case
+    settings = {k: v for k, v in cfg.kwargs.items() if k in SPEC_KEYS}
+    if with_reachable:
+        settings["reachable_lengths"] = [n // 2 for n in cfg.lengths]
+    spec = BucketSpec(cfg.lengths, **settings)
+    for seed in seeds:
+        sampler = BucketSampler(cfg.lengths, **settings, seed=seed)
+        for epoch in range(4):
+            sampler.set_epoch(epoch)
+            planned = epoch_batches(spec, seed=seed, epoch=epoch)
+            assert list(sampler) == planned == sampler.epoch_batches()
+            assert epoch_batches(spec, seed=seed, epoch=epoch) == planned  # pure: same inputs, same batches
+
+
+def test_the_pure_plan_shards_into_the_ranks_of_the_sampler():
+    lengths = np.random.default_rng(1).integers(1, 50, size=200).tolist()
+    spec = BucketSpec(lengths, token_budget=256, base_batch_size=4)
+    for seed, epoch in itertools.product((0, 7), (0, 2)):
+        planned = epoch_batches(spec, seed=seed, epoch=epoch)
+        padded = planned + planned[: -len(planned) % 3]  # repeat the first batches up to a multiple of 3 ranks
+        for rank in range(3):
+            sampler = BucketSampler(lengths, token_budget=256, base_batch_size=4, seed=seed, num_replicas=3,
+                                    rank=rank)
+            sampler.set_epoch(epoch)
+            assert list(sampler) == padded[rank::3]
+
+
+def test_the_pure_plan_checks_seed_and_epoch():
+    spec = BucketSpec([3, 4, 9])
+    with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+        epoch_batches(spec, seed=0, epoch=-1)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        epoch_batches(spec, seed=0.5, epoch=0)
+    assert spec.batch_size(0, 3) == 32 * 8 and spec.bucket_counts == [2, 1]
+
+
+# ---------------------------------------------------------------------------------------------------
 # reachable_lengths (TokenDrop + BucketSampler: examples with too few stopwords share batches)
 # ---------------------------------------------------------------------------------------------------
 
@@ -256,7 +304,7 @@ def test_examples_that_cannot_reach_their_bucket_bound_come_last_in_their_bucket
     batches = make(cfg, reachable_lengths=reachable, rbm=False).epoch_batches()
     for b in range(cfg.num_buckets):
         mine = sorted(([excess(cfg, reachable, i) for i in batch] for batch in batches if cfg.bucket(batch[0]) == b),
-                      key=min)
+                      key=lambda values: (min(values), max(values)))  # ties on min: [0, 0] before [0, 2]
         for low, high in itertools.pairwise(mine):
             assert max(low) <= min(high)
 
@@ -441,7 +489,7 @@ GOOD = dict(lengths=[1, 5, 9, 12])
     (dict(hwcap=[4, 0, 4]), r"hwcap\[1\] must be an int >= 1"),
     (dict(hwcap=[4, 4]), r"hwcap must have one entry per bucket: 3 buckets"),
     (dict(hwcap=64), r"hwcap must be a list .* token_budget"),
-    (dict(hwcap={7: 4}), r"hwcap key \(bucket index\) must be an int \[0, 2\]"),
+    (dict(hwcap={7: 4}), r"hwcap key \(bucket index\) must be an int in \[0, 2\]"),
     (dict(token_budget=0), r"token_budget must be an int >= 1"),
     (dict(token_budget=11), r"token_budget must be >= the longest length \(12\)"),
     (dict(hwcap=[4, 4, 4], token_budget=64), r"either hwcap .* or token_budget"),
@@ -453,8 +501,8 @@ GOOD = dict(lengths=[1, 5, 9, 12])
     (dict(lengths=[1.5, 2.0]), r"lengths must be a flat sequence of ints"),
     (dict(max_length=10), r"lengths must lie in \[1, max_length=10\] .* lengths\[3\] = 12"),
     (dict(num_replicas=0), r"num_replicas must be an int >= 1"),
-    (dict(num_replicas=2, rank=2), r"rank must be an int \[0, 1\]"),
-    (dict(rank=-1), r"rank must be an int \[0, 0\]"),
+    (dict(num_replicas=2, rank=2), r"rank must be an int in \[0, 1\]"),
+    (dict(rank=-1), r"rank must be an int in \[0, 0\]"),
     (dict(batch_cap=False), r"batch_cap=False .* hwcap .* token_budget"),
     (dict(reachable_lengths=[1, 2, 3]), r"reachable_lengths must be a flat sequence of ints, one per example \(4\)"),
     (dict(reachable_lengths=[1.0, 2.0, 3.0, 4.0]), r"reachable_lengths must be a flat sequence of ints"),
@@ -470,7 +518,7 @@ def test_bad_epoch_and_bucket_arguments():
     sampler = BucketSampler(**GOOD)
     with pytest.raises(ValueError, match="epoch must be an int >= 0"):
         sampler.set_epoch(-1)
-    with pytest.raises(ValueError, match=r"bucket must be an int \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"bucket must be an int in \[0, 2\]"):
         sampler.batch_size_for(3)
 
 
@@ -604,7 +652,7 @@ def test_largest_fitting_batch_finds_the_exact_limit(base, slope, curve, limit, 
 
 def test_profile_hwcap_cuda_branch_with_simulated_memory(monkeypatch):
     """The CUDA orchestration with the measurement faked: peak = 1000 + batch * length**2 bytes."""
-    import tdnotebooks.finetuning.bucketing as bucketing
+    import tdnotebooks.finetuning.hwcap as hwcap
 
     measured = []
 
@@ -613,7 +661,7 @@ def test_profile_hwcap_cuda_branch_with_simulated_memory(monkeypatch):
         measured.append((length, batch))
         return 1000 + batch * length * length
 
-    monkeypatch.setattr(bucketing, "_measure_peak", fake_peak)
+    monkeypatch.setattr(hwcap, "_measure_peak", fake_peak)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**6, 2 * 10**6))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1000)

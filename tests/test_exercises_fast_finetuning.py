@@ -103,7 +103,7 @@ def test_lrm_lr_by_hand():
     assert solution_lrm_lr() == pytest.approx(5e-4 * 10 / 36 * math.sqrt(13 / 8), rel=1e-9)
     # in the warm-up: 5e-4 * 2 / 4 at step 2, batch = base (factor 1)
     assert solution_lrm_lr(5e-4, 40, 2, 8, 8) == pytest.approx(2.5e-4, rel=1e-9)
-    with pytest.raises(ValueError, match="step must lie"):
+    with pytest.raises(ValueError, match=r"step must be an int in \[0, 39\], got 40"):
         solution_lrm_lr(step=40)
 
 

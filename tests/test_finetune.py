@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,18 +102,69 @@ def test_gradient_accumulation_counts_examples_once_per_step(tiny_task):
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"method": "sorted"}, "method='sorted' is not supported; allowed: random"),
-    ({"epochs": 0}, "epochs must be an int >= 1"),
-    ({"token_drop_rate": 1.5}, r"token_drop_rate must be in \[0, 1\]"),
-    ({"lr": 0}, "lr must be > 0"),
+    ({"method": "sorted"}, "method must be one of 'random', 'group_by_length', 'bucket', 'tokendrop_bucket', "
+                           "got 'sorted'"),
+    ({"epochs": 0}, "epochs must be an int >= 1, got 0"),
+    ({"token_drop_rate": 1.5}, r"token_drop_rate must be a number in \[0, 1\], got 1.5"),
+    ({"lr": 0}, r"lr must be a number in \(0, inf\), got 0"),
     ({"method": "bucket", "token_drop_rate": 0.3}, "tokendrop_bucket"),
-    ({"warmup_ratio": 1.0}, r"warmup_ratio must be in \[0, 1\)"),
+    ({"warmup_ratio": 1.0}, r"warmup_ratio must be a number in \[0, 1\), got 1.0"),
+    # every field is checked, whatever the method
+    ({"epochs": True}, "epochs must be an int >= 1, got True"),
+    ({"lr": "5e-5"}, r"lr must be a number in \(0, inf\), got '5e-5'"),
+    ({"max_grad_norm": -1}, r"max_grad_norm must be a number in \(0, inf\), got -1"),
+    ({"max_grad_norm": 0}, r"max_grad_norm must be a number in \(0, inf\), got 0"),
+    ({"weight_decay": -0.5}, r"weight_decay must be a number in \[0, inf\), got -0.5"),
+    ({"method": "random", "token_budget": -5}, "token_budget must be an int >= 1, got -5"),
+    ({"method": "random", "token_budget": 512.0}, "token_budget must be an int >= 1, got 512.0"),
+    ({"method": "random", "scaling_factor": 0.5}, r"scaling_factor must be a number in \[1, inf\), got 0.5"),
+    ({"method": "random", "bucket_width": 0}, "bucket_width must be an int >= 1, got 0"),
+    ({"base_batch_size": 8.0}, "base_batch_size must be an int >= 1, got 8.0"),
+    ({"grad_accum_steps": 0}, "grad_accum_steps must be an int >= 1, got 0"),
+    ({"eval_batch_size": None}, "eval_batch_size must be an int >= 1, got None"),
+    ({"seed": -1}, "seed must be an int >= 0, got -1"),
+    ({"rbm": "yes"}, "rbm must be True or False, got 'yes'"),
+    ({"batch_cap": 1}, "batch_cap must be True or False, got 1"),
+    ({"lrm": None}, "lrm must be True or False, got None"),
+    ({"keep_pronouns": "no"}, "keep_pronouns must be True or False, got 'no'"),
+    ({"order_by_reachable": 0}, "order_by_reachable must be True or False, got 0"),
+    ({"freeze_embeddings": "False"}, "freeze_embeddings must be True or False, got 'False'"),
+    ({"amp": 1}, "amp must be True or False, got 1"),
+    ({"progress": None}, "progress must be True or False, got None"),
+    ({"trim_to": "bogus"}, "trim_to must be one of 'shortest', 'reachable', got 'bogus'"),
+    ({"device": 0}, "device must be None .* or a str"),
+    ({"token_drop_rate": "0.3"}, r"token_drop_rate must be a number in \[0, 1\], got '0.3'"),
     ({"tokendrop_dropout": 1.0}, r"tokendrop_dropout must be 'paper', None \(keep the model's\) or a number in \[0, 1\)"),
     ({"tokendrop_dropout": "half"}, r"tokendrop_dropout must be 'paper'.*got 'half'"),
 ])
 def test_bad_settings_raise_one_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
         FinetuneConfig(**bad)
+
+
+def test_config_accepts_numpy_numbers_and_the_optional_fields():
+    config = FinetuneConfig(epochs=np.int64(2), lr=np.float32(1e-4), seed=np.int64(3), max_grad_norm=None,
+                            token_budget=None, device="cpu", batch_cap=np.bool_(False), trim_to="shortest")
+    assert config.epochs == 2 and config.token_budget is None
+
+
+def test_finetune_checks_its_overrides_before_training(tiny_task):
+    train, dev = tiny_task
+    model = tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="epochs must be an int >= 1, got True"):
+        finetune(model, train, dev, method="bucket", epochs=True, **FAST)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_make_batching_and_tokendrop_dropout_rate_check_their_arguments(tiny_task):
+    train, _ = tiny_task
+    with pytest.raises(ValueError, match="config must be a FinetuneConfig, got dict"):
+        make_batching({"method": "bucket"}, train, 0)
+    with pytest.raises(ValueError, match="pad_token_id must be an int >= 0, got None"):
+        make_batching(FinetuneConfig(), train, None)
+    with pytest.raises(ValueError, match="num_train_examples must be an int >= 0, got 1.5"):
+        tokendrop_dropout_rate(FinetuneConfig(method="tokendrop_bucket"), 1.5)
 
 
 @pytest.mark.parametrize("task", ["rt_sentiment", "reviews_long"])

@@ -97,3 +97,10 @@ def test_model_init_models_train_with_the_tokendrop_dropout_too(tmp_path, prepar
     assert len(built) == 2 and trainer.model is built[-1]  # one model from __init__, a fresh one from train
     assert seen == {0.0}
     assert {m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+
+
+def test_td_config_must_be_a_finetune_config(tmp_path, prepared, wordpiece):
+    targs = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    with pytest.raises(ValueError, match="td_config must be None or a FinetuneConfig, got dict"):
+        BucketTrainer(model=torch.nn.Linear(1, 1), args=targs, train_dataset=prepared, processing_class=wordpiece,
+                      td_config={"method": "bucket"})

@@ -95,7 +95,7 @@ def test_byte_level_bpe_has_word_alignment():
 
 
 def test_clear_errors_for_bad_names_and_paths(tmp_path):
-    with pytest.raises(ValueError, match="kind='decoder' is not supported; allowed"):
+    with pytest.raises(ValueError, match="kind must be one of 'encoder', 'classifier', 'mlm', 'sbert', got 'decoder'"):
         load_pretrained(kind="decoder")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_pretrained("./no/such/model")
@@ -104,8 +104,12 @@ def test_clear_errors_for_bad_names_and_paths(tmp_path):
         resolve_model(tmp_path / "empty")
     with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE"):
         load_pretrained("someone/not-cached-model")
-    with pytest.raises(ValueError, match="num_labels"):
+    with pytest.raises(ValueError, match=r"num_labels \(1 = regression\) must be an int >= 1, got 0"):
         load_pretrained(kind="classifier", num_labels=0)
+    with pytest.raises(ValueError, match="num_layers must be an int >= 1, got True"):
+        load_pretrained(num_layers=True)
+    with pytest.raises(ValueError, match=r"num_layers \(of 'all-MiniLM-L6-v2'\) must be an int in \[1, 6\], got 7"):
+        load_pretrained(num_layers=7)
 
 
 def test_unsupported_architecture_is_rejected(tmp_path):

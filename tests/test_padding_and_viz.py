@@ -21,8 +21,13 @@ def test_random_batches_cover_every_index_once():
     assert sorted(i for b in batches for i in b) == list(range(103))
     assert [len(b) for b in batches] == [10] * 10 + [3]
     assert batches == random_batches(103, 10, seed=1) != random_batches(103, 10, seed=2)
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         random_batches(10, 0)
+    with pytest.raises(ValueError, match="num_examples must be an int >= 0, got -1"):
+        random_batches(-1, 8)
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got 1.5"):
+        random_batches(10, 8, seed=1.5)
+    assert random_batches(10, np.int64(4), seed=np.int64(1)) == random_batches(10, 4, seed=1)
 
 
 def test_padding_cost_orders_the_schemes():
@@ -37,6 +42,15 @@ def test_padding_cost_orders_the_schemes():
     assert clipped.padding_fraction == 0 and clipped.real_tokens == int(np.minimum(lengths, 10).sum())
     with pytest.raises(ValueError, match="lengths is empty"):
         padding_cost([], 8, 16)
+    with pytest.raises(ValueError, match="max_length must be an int >= 1, got True"):
+        padding_cost(lengths, 8, True)
+
+
+def test_length_histogram_checks_its_arguments():
+    with pytest.raises(ValueError, match="bin_width must be an int >= 1, got 0"):
+        length_histogram({"a": [3, 5]}, bin_width=0)
+    with pytest.raises(ValueError, match="max_length must be an int >= 1, got 2.5"):
+        length_histogram({"a": [3, 5]}, max_length=2.5)
 
 
 @pytest.mark.parametrize("max_length", [8, 128, 512])

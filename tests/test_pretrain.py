@@ -198,14 +198,14 @@ def test_resume_refuses_other_settings(wordpiece, uninterrupted):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"keep_fraction": 0.0}, r"keep_fraction must be in \(0, 1\] \(a drop fraction in \[0, 1\)\)"),
-    ({"keep_fraction": 1.5}, r"keep_fraction must be in \(0, 1\] \(a drop fraction in \[0, 1\)\)"),
+    ({"keep_fraction": 0.0}, r"keep_fraction must be a number in \(0, 1\], got 0.0"),
+    ({"keep_fraction": 1.5}, r"keep_fraction must be a number in \(0, 1\], got 1.5"),
     ({"fi": 0}, r"fi \(the interval Fi\) must be an int >= 1"),
     ({"lam": -1.0}, r"lam \(lambda"),
     ({"start_layer": 2, "end_layer": 2}, r"start_layer must be < end_layer"),
     ({"start_layer": -1}, r"start_layer must be an int >= 0"),
-    ({"beta": 1.0}, r"beta must be in \[0, 1\)"),
-    ({"mode": "dropout"}, r"mode must be one of baseline, token_drop, random_drop, sctd"),
+    ({"beta": 1.0}, r"beta must be a number in \[0, 1\), got 1.0"),
+    ({"mode": "dropout"}, r"mode must be one of 'baseline', 'token_drop', 'random_drop', 'sctd', got 'dropout'"),
     ({"steps": 0}, r"steps must be an int >= 1"),
     ({"block_size": 4}, r"block_size must be an int >= 8"),
     ({"lr": 0.0}, r"lr must be a number in \(0, inf\)"),
@@ -214,9 +214,19 @@ def test_resume_refuses_other_settings(wordpiece, uninterrupted):
     ({"kl_target": "cls"}, r"kl_target must be one of"),
     ({"checkpoint_every": 2}, r"checkpoint_dir must be set"),
     ({"resume": True}, r"checkpoint_dir must be set"),
-    ({"device": "tpu"}, r"device must be one of auto, cpu, cuda"),
+    ({"device": "tpu"}, r"device must be one of 'auto', 'cpu', 'cuda', got 'tpu'"),
     ({"mixed_precision": "fp8"}, r"mixed_precision must be one of"),
     ({"mixed_precision": "fp16", "device": "cpu"}, r"mixed_precision='fp16' needs a CUDA GPU"),
+    ({"steps": True}, r"steps must be an int >= 1, got True"),
+    ({"max_grad_norm": -1.0}, r"max_grad_norm must be a number in \(0, inf\), got -1.0"),
+    ({"num_layers": 1}, r"num_layers must be an int >= 2, got 1"),
+    ({"hidden_size": 64.0}, r"hidden_size must be an int >= 8, got 64.0"),
+    ({"resume": "yes"}, r"resume must be True or False, got 'yes'"),
+    ({"progress": 0}, r"progress must be True or False, got 0"),
+    ({"first_layer_full_kv": 1}, r"first_layer_full_kv must be True or False, got 1"),
+    ({"kl_reduction": "mean"}, r"kl_reduction must be one of 'sum', 'batchmean', got 'mean'"),
+    ({"corpus": ""}, r"corpus must be the name of a corpus"),
+    ({"checkpoint_dir": 3}, r"checkpoint_dir must be None or a folder path as a str, got 3"),
 ])
 def test_bad_settings_raise_one_clear_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -248,6 +258,22 @@ def test_settings_that_do_not_fit_the_model(wordpiece, kwargs, match):
 def test_model_without_the_bert_layout(wordpiece):
     with pytest.raises(ValueError, match=r"model must be a Hugging Face BertForMaskedLM-style model"):
         pretrain(PretrainConfig(**SMALL), model=nn.Linear(4, 4), tokenizer=wordpiece)
+
+
+def test_data_helpers_check_their_arguments(wordpiece):
+    from tdnotebooks.pretraining.train import evaluate, pack_blocks, sample_indices
+
+    with pytest.raises(ValueError, match="block_size must be an int >= 3, got 2"):
+        pack_blocks(["to be or not to be"], wordpiece, block_size=2)
+    with pytest.raises(ValueError, match="num_blocks must be an int >= 1, got 0"):
+        sample_indices(0, 4, 0, seed=0)
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
+        sample_indices(0, 4, 10, seed=-1)
+    with pytest.raises(ValueError, match=r"probability must be a number in \(0, 1\), got 1.5"):
+        mask_tokens(torch.zeros(1, 8, dtype=torch.long), wordpiece.mask_token_id, len(wordpiece),
+                    wordpiece.all_special_ids, torch.Generator().manual_seed(0), probability=1.5)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        evaluate(None, torch.zeros(1, 8), torch.zeros(1, 8), batch_size=0)
 
 
 def test_stop_after_must_be_positive(wordpiece):

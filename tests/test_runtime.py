@@ -12,7 +12,7 @@ def test_size_switch(monkeypatch):
     monkeypatch.setenv("TDN_SIZE", "paper")
     assert runtime.pick(small=1, paper=2) == 2
     monkeypatch.setenv("TDN_SIZE", "huge")
-    with pytest.raises(ValueError, match="TDN_SIZE='huge'.*allowed: small, paper"):
+    with pytest.raises(ValueError, match="TDN_SIZE must be one of 'small', 'paper', got 'huge'"):
         runtime.size()
 
 
@@ -34,8 +34,12 @@ def test_seed_everything_reproduces_draws():
     runtime.seed_everything(7)
     b = (torch.rand(3), __import__("random").random(), __import__("numpy").random.rand())
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
-    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
         runtime.seed_everything(-1)
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got True"):
+        runtime.seed_everything(True)
+    runtime.seed_everything(__import__("numpy").int64(7))  # numpy ints are ints
+    assert torch.equal(torch.rand(3), a[0])
 
 
 def test_environment_report_names_versions():

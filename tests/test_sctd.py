@@ -227,12 +227,13 @@ def test_every_parameter_gets_a_gradient_on_a_full_step(make_td, batch):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"lam": -0.1}, r"lam \(lambda.*>= 0"),
-    ({"lam": float("nan")}, r"lam \(lambda.*finite"),
+    ({"lam": -0.1}, r"lam \(lambda, the KL weight\) must be a number in \[0, inf\), got -0.1"),
+    ({"lam": float("nan")}, r"lam \(lambda, the KL weight\) must be a number in \[0, inf\), got nan"),
+    ({"lam": True}, r"lam \(lambda, the KL weight\) must be a number in \[0, inf\), got True"),
     ({"fi": 0}, r"fi \(the interval Fi\) must be an int >= 1"),
     ({"fi": 2.5}, r"fi \(the interval Fi\) must be an int >= 1"),
-    ({"kl_target": "cls"}, r"kl_target must be one of cls_hidden_softmax, mean_pooled, mlm_vocab"),
-    ({"reduction": "mean"}, r"reduction must be one of sum, batchmean"),
+    ({"kl_target": "cls"}, r"kl_target must be one of 'cls_hidden_softmax', 'mean_pooled', 'mlm_vocab', got 'cls'"),
+    ({"reduction": "mean"}, r"reduction must be one of 'sum', 'batchmean', got 'mean'"),
     ({"stop_gradient": "yes"}, r"stop_gradient must be True or False"),
     ({"full_mlm": 1}, r"full_mlm must be True or False"),
 ])

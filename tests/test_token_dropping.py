@@ -334,6 +334,20 @@ def test_bad_settings_raise_one_clear_error(make_mlm, wordpiece, kwargs, match):
         wrap(make_mlm(), wordpiece, **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"keep_fraction": True}, r"keep_fraction must be a number in \(0, 1\], got True"),
+    ({"keep_k": 2.0}, "keep_k must be an int >= 1, got 2.0"),
+    ({"beta": "0.9"}, r"beta must be a number in \[0, 1\), got '0.9'"),
+    ({"selection": "topk"}, "selection must be one of 'importance', 'random', got 'topk'"),
+    ({"first_layer_full_kv": 1}, "first_layer_full_kv must be True or False, got 1"),
+    ({"initial_importance": float("inf")}, r"initial_importance must be a number in \(-inf, inf\), got inf"),
+    ({"start_layer": 1.0}, "start_layer must be an int >= 0, got 1.0"),
+])
+def test_config_checks_every_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TokenDroppingConfig(**kwargs)
+
+
 def test_bad_model_and_table_errors():
     with pytest.raises(ValueError, match="model"):
         TokenDroppingBert(nn.Linear(2, 2))

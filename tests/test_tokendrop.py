@@ -401,7 +401,7 @@ def test_rate_outside_0_1_is_rejected(rate):
 
 
 def test_unknown_mode_and_wrong_collator_mode_are_rejected(wordpiece):
-    with pytest.raises(ValueError, match=r"mode='bucket'.*'rate', 'to_length'"):
+    with pytest.raises(ValueError, match=r"mode must be one of 'rate', 'to_length', got 'bucket'"):
         TokenDrop(mode="bucket")
     with pytest.raises(ValueError, match="mode='to_length'"):
         TokenDropCollator(TokenDrop(mode="to_length"), wordpiece.pad_token_id)
@@ -413,6 +413,70 @@ def test_unknown_mode_and_wrong_collator_mode_are_rejected(wordpiece):
         TokenDrop(mode="to_length").apply({"input_ids": [1, 2], "stopword_spans": [], "idx": 0}, epoch=0)
     with pytest.raises(ValueError, match="idx"):
         TokenDrop().apply({"input_ids": [1, 2], "stopword_spans": []}, epoch=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rate": True}, r"rate must be a number in \[0, 1\], got True"),
+    ({"rate": "0.3"}, r"rate must be a number in \[0, 1\], got '0.3'"),
+    ({"seed": -1}, "seed must be an int >= 0, got -1"),
+    ({"seed": True}, "seed must be an int >= 0, got True"),
+    ({"keep_pronouns": "yes"}, "keep_pronouns must be True or False, got 'yes'"),
+    ({"enabled": 0}, "enabled must be True or False, got 0"),
+])
+def test_token_drop_checks_its_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TokenDrop(**kwargs)
+
+
+def test_public_methods_check_their_arguments_at_the_door(wordpiece):
+    example = {"input_ids": [1, 2, 3], "stopword_spans": [[1, 2]], "idx": 0}
+    rate, to_length = TokenDrop(rate=0.5), TokenDrop(mode="to_length")
+    with pytest.raises(ValueError, match="epoch must be an int >= 0, got -1"):
+        rate.apply(example, epoch=-1)
+    with pytest.raises(ValueError, match="epoch must be an int >= 0, got True"):
+        rate.generator(True, 0)
+    with pytest.raises(ValueError, match="index must be an int >= 0, got 1.5"):
+        rate.apply(example, epoch=0, index=1.5)
+    with pytest.raises(ValueError, match="index must be an int >= 0, got -2"):
+        rate.choose([(1, 2)], 0, -2)
+    with pytest.raises(ValueError, match="target_length must be an int >= 0, got 2.5"):
+        to_length.apply(example, epoch=0, target_length=2.5)
+    with pytest.raises(ValueError, match="excess must be an int >= 0, got -1"):
+        to_length.choose([(1, 2)], 0, 0, excess=-1)
+    with pytest.raises(ValueError, match='mode "to_length" needs excess'):
+        to_length.choose([(1, 2)], 0, 0)
+    with pytest.raises(ValueError, match="max_length must be an int >= 1, got 0"):
+        find_stopwords(wordpiece, ["the movie"], max_length=0)
+    with pytest.raises(ValueError, match="max_length must be an int >= 1, got 0"):
+        prepare(["the movie"], wordpiece, max_length=0)
+    with pytest.raises(ValueError, match="keep_pronouns must be True or False, got 'no'"):
+        highlight_dropped(wordpiece, "the movie", keep_pronouns="no")
+    collate = TokenDropCollator(TokenDrop(), wordpiece.pad_token_id)
+    with pytest.raises(ValueError, match="epoch must be an int >= 0, got -1"):
+        collate.set_epoch(-1)
+    collate.set_epoch(np.int64(2))
+    assert collate.epoch == 2 and type(collate.epoch) is int
+    with pytest.raises(ValueError, match=r"pad_token_id \(tokenizer.pad_token_id\) must be an int >= 0, got None"):
+        TokenDropCollator(TokenDrop(), None)
+    with pytest.raises(ValueError, match="trim_to must be one of 'shortest', 'reachable', got 'longest'"):
+        TokenDropBucketCollator(TokenDrop(mode="to_length"), wordpiece.pad_token_id, trim_to="longest")
+
+
+def test_collators_do_not_recheck_arguments_per_example(rt_wp, wordpiece, monkeypatch):
+    """The epoch and the settings are checked when set (constructor, set_epoch), not once per example."""
+    import tdnotebooks.finetuning.tokendrop as module
+
+    rows = rt_wp.remove_columns(["text"]).select(range(32)).to_list()
+    rate = TokenDropCollator(TokenDrop(rate=0.3), wordpiece.pad_token_id)
+    trim = TokenDropBucketCollator(TokenDrop(mode="to_length"), wordpiece.pad_token_id, trim_to="reachable")
+    rate.set_epoch(1)
+    trim.set_epoch(1)
+    expected = [rate(rows)["input_ids"], trim(rows)["input_ids"]]
+    calls = []
+    for name in ("check_int", "check_number", "check_bool", "check_choice"):
+        monkeypatch.setattr(module, name, lambda *args, _name=name: calls.append(_name))
+    assert torch.equal(rate(rows)["input_ids"], expected[0]) and torch.equal(trim(rows)["input_ids"], expected[1])
+    assert calls == []
 
 
 def test_slow_tokenizer_is_rejected():

@@ -23,7 +23,7 @@ def test_finite_reals_are_numbers(value):
     assert is_number(value)
 
 
-@pytest.mark.parametrize("value", [True, math.nan, math.inf, -math.inf, "1", None, 1j])
+@pytest.mark.parametrize("value", [True, math.nan, math.inf, -math.inf, "1", None, 1j, 10**400])
 def test_bools_nonfinite_and_strings_are_not_numbers(value):
     assert not is_number(value)
 

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from tdnotebooks.finetuning.bucketing import BucketSampler, bucket_upper_lengths
+from tdnotebooks.finetuning.bucketing import BucketSampler
+from tdnotebooks.finetuning.planning import bucket_upper_lengths
 from tdnotebooks.padding import padding_stats, random_batches
 from tdnotebooks.viz.padding_and_buckets import (
     batch_cap_curves,

@@ -145,6 +145,16 @@ def test_training_curves_reject_bad_input(results, message):
         training_curves_chart(results)
 
 
+def test_training_curves_check_window_and_seed_index():
+    results = _results({"a": ([1.0, 2.0], [], {}, {})})
+    with pytest.raises(ValueError, match="window must be an int >= 1, got 0"):
+        training_curves_chart(results, window=0)
+    with pytest.raises(ValueError, match="seed_index must be an int >= 0, got True"):
+        training_curves_chart(results, seed_index=True)
+    with pytest.raises(ValueError, match="full_mlm must be True or False, got 1"):
+        loss_contributions(FULL, lam=0.05, full_mlm=1)
+
+
 def test_quality_chart_one_bar_per_method_per_metric_with_sd_error_bars():
     results = _results({
         "baseline": ([1.0], [7.0], {"dev_mlm_loss": 7.0, "drift": 0.6}, {"dev_mlm_loss": 0.1, "drift": None}),

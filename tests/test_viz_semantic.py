@@ -92,7 +92,7 @@ def test_probe_chart_without_chance_line_or_shading():
     ({"accuracies": {}}, "accuracies is empty"),
     ({"accuracies": {"m": []}}, r"accuracies\['m'\] is empty"),
     ({"accuracies": {"m": [0.5, 1.1]}}, r"must lie in \[0, 1\]"),
-    ({"accuracies": {"m": [0.5]}, "chance": 1.5}, "chance must be in"),
+    ({"accuracies": {"m": [0.5]}, "chance": 1.5}, r"chance must be a number in \[0, 1\], got 1.5"),
     ({"accuracies": {"m": [0.5]}, "dropped": (3, 1)}, "dropped must be"),
 ])
 def test_probe_chart_rejects_bad_input(kwargs, message):

@@ -46,7 +46,9 @@ def test_grid_with_equal_or_only_pinned_values_still_has_a_color_range():
     ({"num_layers": 0}, "num_layers must be an int >= 1"),
     ({"start_layer": 2, "end_layer": 2}, "start_layer < end_layer"),
     ({"end_layer": 5}, r"end_layer <= num_layers = 4"),
-    ({"start_layer": -1}, "0 <= start_layer"),
+    ({"start_layer": -1}, "start_layer must be an int >= 0, got -1"),
+    ({"start_layer": 1.0}, "start_layer must be an int >= 0, got 1.0"),
+    ({"num_layers": True}, "num_layers must be an int >= 1, got True"),
 ])
 def test_grid_rejects_bad_input(kwargs, message):
     args = {"tokens": TOKENS, "importance": IMPORTANCE, "kept": KEPT, "num_layers": 4, "start_layer": 1,

@@ -1,6 +1,7 @@
 """Benchmarks: ``python -m tdnotebooks.bench <command> [options]``.
 
-Each sub-command lives in its own module, listed in :data:`SUBCOMMANDS`, which exposes
+Each sub-command lives in its own module or package (``finetune/``, ``pretrain/``), listed in
+:data:`SUBCOMMANDS`, which exposes
 
 - ``HELP``: a one-line description for ``--help``;
 - ``add_arguments(parser)``: adds its options to its ``argparse`` sub-parser;
@@ -8,7 +9,8 @@ Each sub-command lives in its own module, listed in :data:`SUBCOMMANDS`, which e
   ``run`` can reject a bad combination of options with ``args.parser.error(message)`` (exit status 2).
 
 Adding a benchmark = one module with these three names + one line in :data:`SUBCOMMANDS`. Modules
-import torch and the models inside ``run``, so ``--help`` and argument errors come back at once.
+import torch and the models inside ``run``, so ``--help`` and argument errors come back at once. What
+several benchmarks share (environment, tables, JSON, the ``run`` plumbing) is in :mod:`tdnotebooks.bench.common`.
 """
 
 from __future__ import annotations

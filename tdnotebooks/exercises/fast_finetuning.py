@@ -8,14 +8,15 @@ modulator that training uses), so an answer key cannot drift from what the code 
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tdnotebooks import validation  # not imported by name: every check_* here is an exercise
 from tdnotebooks.exercises import Feedback, unanswered
 from tdnotebooks.exercises import check_choice as _check_choice
 from tdnotebooks.exercises import check_number as _check_number
 from tdnotebooks.padding import PaddingStats
+from tdnotebooks.validation import is_int
 
 __all__ = [
     "check_ideal_speedup", "check_lrm_lr", "check_padding_left", "check_scaling_one", "check_steps_per_epoch",
@@ -46,7 +47,7 @@ def _check_ints(answer: Any, n: int, what: str) -> Feedback | None:
     if answer is None:
         return unanswered(what)
     if (not isinstance(answer, (list, tuple)) or len(answer) != n
-            or any(isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in answer)):
+            or not all(is_int(a) for a in answer)):
         return Feedback(False, f"expected {what}: a list of {n} ints, one per sequence, got {answer!r}")
     return None
 
@@ -131,7 +132,7 @@ def check_ideal_speedup(answer: Any, stats: PaddingStats) -> Feedback:
 
 # ------------------------------------------------------------------------------ Exercise 4: BatchCap + RBM
 def _profile_lengths(profile: Mapping[int, int]) -> list[int]:
-    if not profile or any(not isinstance(n, int) or n < 1 for n in profile.values()):
+    if not profile or any(not is_int(n) or n < 1 for n in profile.values()):
         raise ValueError(f"profile must map lengths to counts >= 1, got {profile!r}")
     return [length for length, count in sorted(profile.items()) for _ in range(count)]
 
@@ -177,10 +178,10 @@ def solution_lrm_lr(peak_lr: float = LRM_STEP["peak_lr"], total_steps: int = LRM
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from tdnotebooks.finetuning.bucketing import LRModulator
+    from tdnotebooks.finetuning.lrm import LRModulator
 
-    if not 0 <= step < total_steps:
-        raise ValueError(f"step must lie in [0, total_steps={total_steps}), got {step}")
+    validation.check_int("total_steps", total_steps, low=1)
+    validation.check_int("step", step, low=0, high=total_steps - 1)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak_lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
     for _ in range(step):

@@ -18,6 +18,7 @@ import torch
 from tdnotebooks.exercises import Feedback
 from tdnotebooks.exercises import check_choice as _check_choice
 from tdnotebooks.exercises import check_number as _check_number
+from tdnotebooks.validation import is_int
 
 __all__ = [
     "check_length_cut", "check_server_batches", "check_throughput_choice", "check_tokens_left",
@@ -75,9 +76,9 @@ def solution_server_batches(lengths: Sequence[int] = SERVER_LENGTHS, token_budge
 
     from tdnotebooks.finetuning.inference import predict
 
-    lengths = [int(n) for n in lengths]
-    if not lengths or min(lengths) < 1:
+    if len(lengths) == 0 or not all(is_int(n) and n >= 1 for n in lengths):
         raise ValueError(f"lengths must be a non-empty list of ints >= 1, got {lengths!r}")
+    lengths = [int(n) for n in lengths]
     data = datasets.Dataset.from_dict({"input_ids": [[1] * n for n in lengths], "length": lengths})
     result = predict(_CountingModel(), data, batching="bucketed", token_budget=token_budget,
                      bucket_width=bucket_width)

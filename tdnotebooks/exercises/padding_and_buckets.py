@@ -9,15 +9,16 @@ The default arguments are the numbers the notebook's questions quote.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tdnotebooks.exercises import Feedback, check_number, unanswered
-from tdnotebooks.finetuning.bucketing import BucketSampler, lr_factor
+from tdnotebooks.finetuning.bucketing import BucketSampler
+from tdnotebooks.finetuning.lrm import lr_factor
 from tdnotebooks.padding import padding_stats
+from tdnotebooks.validation import is_number
 
 __all__ = [
     "EXAMPLE_BATCH", "check_batch_size", "check_hwcap", "check_lr_factor", "check_padding_fraction",
@@ -29,10 +30,6 @@ EXAMPLE_BATCH: tuple[int, ...] = (12, 7, 9, 4)
 """Token lengths of the four sequences of exercise 1's batch."""
 
 
-def _is_number(answer: Any) -> bool:
-    return isinstance(answer, numbers.Real) and not isinstance(answer, bool) and not math.isnan(float(answer))
-
-
 # ------------------------------------------------------------------------------ 1. padding of one batch
 def solution_padding_fraction(lengths: Sequence[int] = EXAMPLE_BATCH) -> float:
     """Padding fraction of ONE batch holding sequences of ``lengths``, padded to its longest member."""
@@ -42,7 +39,7 @@ def solution_padding_fraction(lengths: Sequence[int] = EXAMPLE_BATCH) -> float:
 def check_padding_fraction(answer: Any, lengths: Sequence[int] = EXAMPLE_BATCH) -> Feedback:
     """Exercise 1: the share of the batch's token slots that are padding (a fraction in [0, 1])."""
     expected = solution_padding_fraction(lengths)
-    if _is_number(answer) and 1 < float(answer) <= 100 and math.isclose(float(answer) / 100, expected, rel_tol=0.01):
+    if is_number(answer) and 1 < float(answer) <= 100 and math.isclose(float(answer) / 100, expected, rel_tol=0.01):
         return Feedback(False, "that is the right share, but in percent: give it as a fraction in [0, 1]")
     stats = padding_stats(lengths, [list(range(len(lengths)))])
     return check_number(
@@ -68,7 +65,7 @@ def check_hwcap(answer: Any, length: int = 23, token_budget: int = 8192, bucket_
                 max_length: int = 256) -> Feedback:
     """Exercise 2: HWCap (largest batch, in sequences) of the bucket of a ``length``-token sequence."""
     expected = solution_hwcap(length, token_budget, bucket_width, max_length)
-    if _is_number(answer) and answer == token_budget // length != expected:
+    if is_number(answer) and answer == token_budget // length != expected:
         return Feedback(False, f"{token_budget:,} // {length} sizes the batch for {length}-token sequences, but "
                                "the bucket also holds longer ones: HWCap must fit the longest length the bucket "
                                "can hold.")
@@ -98,7 +95,7 @@ def check_batch_size(answer: Any, length: int = 77, epoch: int = 2, token_budget
                                    scaling_factor)
     epoch_cap = math.floor(base_batch_size * scaling_factor ** epoch)
     hwcap = solution_hwcap(length, token_budget, bucket_width, max_length)
-    if _is_number(answer) and answer != expected and answer in (epoch_cap, hwcap):
+    if is_number(answer) and answer != expected and answer in (epoch_cap, hwcap):
         which = "the epoch's cap (base × scaling^epoch)" if answer == epoch_cap else "the bucket's HWCap"
         return Feedback(False, f"{answer} is {which}, one of the two limits; BatchCap takes the smaller of the two.")
     return check_number(
@@ -118,7 +115,7 @@ def solution_lr_factor(batch_size: int = 18, base_batch_size: int = 32) -> float
 def check_lr_factor(answer: Any, batch_size: int = 18, base_batch_size: int = 32) -> Feedback:
     """Exercise 4: the factor LRM multiplies the learning rate by for a batch of ``batch_size`` sequences."""
     expected = solution_lr_factor(batch_size, base_batch_size)
-    if _is_number(answer) and math.isclose(float(answer), batch_size / base_batch_size, rel_tol=0.01) \
+    if is_number(answer) and math.isclose(float(answer), batch_size / base_batch_size, rel_tol=0.01) \
             and not math.isclose(float(answer), expected, rel_tol=0.01):
         return Feedback(False, "that is the linear scaling rule (lr ∝ batch size); LRM follows the paper's "
                                "square-root scaling law.")
@@ -160,7 +157,7 @@ def check_padding_threshold_width(answer: Any, lengths: Sequence[int], threshold
     what = f"the smallest bucket width with more than {threshold:.0%} padding"
     if answer is None:
         return unanswered(what)
-    if not _is_number(answer) or float(answer) != int(answer) or not 1 <= answer <= 32:
+    if not is_number(answer) or float(answer) != int(answer) or not 1 <= answer <= 32:
         return Feedback(False, f"expected a bucket width, an int from 1 to 32 (the slider's range), got {answer!r}")
     answer = int(answer)
     widths = tuple(range(1, answer + 1))

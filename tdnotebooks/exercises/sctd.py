@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from tdnotebooks import validation  # not imported by name: check_number here is the exercises' one
 from tdnotebooks.exercises import Feedback, check_number
 from tdnotebooks.pretraining.sctd import is_full_step
 from tdnotebooks.pretraining.token_dropping import flops_ratio
@@ -50,8 +51,7 @@ def check_sctd_cost(answer: Any, fi: int = 10, model: Mapping[str, Any] | None =
 
 def solution_break_even_fi(r: float) -> int:
     """The largest Fi with r + 1/Fi >= 1: below it ScTD costs more than the baseline (0 if none)."""
-    if not 0 < r < 1:
-        raise ValueError(f"r must be in (0, 1), got {r!r}")
+    validation.check_number("r", r, low=0, high=1, low_open=True, high_open=True)
     return max((fi for fi in range(1, 10_000) if r + 1 / fi >= 1), default=0)
 
 

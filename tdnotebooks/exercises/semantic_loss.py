@@ -12,7 +12,6 @@ each ``check_`` compares a learner's answer with it and returns a :class:`~tdnot
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from tdnotebooks.exercises import (
 )
 from tdnotebooks.exercises import check_number as _check_number
 from tdnotebooks.pretraining import analysis
+from tdnotebooks.validation import is_int
 
 __all__ = [
     "check_best_pooling", "check_drift_direction", "check_kept_at_high_drop", "check_mask_count",
@@ -142,7 +142,7 @@ def check_probe_layer(answer: Any, accuracies: Sequence[float]) -> Feedback:
     what = f"a layer index from 0 (embeddings) to {len(values) - 1}"
     if answer is None:
         return unanswered(what)
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Integral) or not 0 <= answer < len(values):
+    if not is_int(answer) or not 0 <= answer < len(values):
         return Feedback(False, f"expected {what}, got {answer!r}")   # numpy ints (np.argmax) are fine
     answer = int(answer)
     best = max(values)

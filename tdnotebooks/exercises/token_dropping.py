@@ -13,7 +13,6 @@ learner's answer with it and returns a :class:`~tdnotebooks.exercises.Feedback`.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import torch
@@ -28,6 +27,7 @@ from tdnotebooks.pretraining.token_dropping import (
     flops_ratio,
     keep_counts,
 )
+from tdnotebooks.validation import is_int
 
 __all__ = [
     "check_bert_base_flops", "check_flops_widget", "check_importance_update", "check_keep_count",
@@ -53,7 +53,7 @@ def check_layer_split(answer: Any, num_layers: int = 16) -> Feedback:
     if answer is None:
         return unanswered(what)
     if (not isinstance(answer, (tuple, list)) or len(answer) != 2
-            or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in answer)):
+            or not all(is_int(a) for a in answer)):
         return Feedback(False, f"expected {what}: two ints, got {answer!r}")
     first, last = solution_layer_split(num_layers)
     if tuple(int(a) for a in answer) == (first, last):

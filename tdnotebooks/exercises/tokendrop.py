@@ -9,13 +9,13 @@ Functions that tokenize take the notebook's ``tokenizer`` (default: the bundled 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tdnotebooks.exercises import Feedback, check_choice, check_number, unanswered
 from tdnotebooks.finetuning.tokendrop import TokenDrop, find_stopwords, highlight_dropped, is_stopword
 from tdnotebooks.stopwords import stopword_set
+from tdnotebooks.validation import is_number
 
 __all__ = [
     "CANDIDATES", "SENTENCE", "check_count_changes_with_epoch", "check_never_dropped", "check_token_share",
@@ -38,10 +38,6 @@ def _tokenizer(tokenizer: Any) -> Any:
     return load_tokenizer()
 
 
-def _is_number(answer: Any) -> bool:
-    return isinstance(answer, numbers.Real) and not isinstance(answer, bool) and not math.isnan(float(answer))
-
-
 # ------------------------------------------------------------------------------ 1. Tokens_to_drop of a sentence
 def num_stopword_words(text: str, tokenizer: Any = None) -> int:
     """How many stopword words ``text`` has, as ``prepare`` finds them (words, not tokens)."""
@@ -57,7 +53,7 @@ def check_words_dropped(answer: Any, text: str = SENTENCE, rate: float = 0.3, to
     """Exercise 1: how many words TokenDrop at ``rate`` drops from ``text`` (in any epoch)."""
     n = num_stopword_words(text, tokenizer)
     expected = TokenDrop(rate=rate).num_words_to_drop(n)
-    if _is_number(answer) and answer != expected and answer == math.floor(rate * n):
+    if is_number(answer) and answer != expected and answer == math.floor(rate * n):
         return Feedback(False, f"{answer} is what you get by cutting off the fraction of {rate:g} × n, or by "
                                "missing a stopword: count n again with the list (its punctuation marks count too), "
                                "and round rate × n to the nearest integer, halves up.")
@@ -171,7 +167,7 @@ def check_token_share(answer: Any, data: Iterable[Mapping[str, Any]], rate: floa
     if answer is None:
         return unanswered("a fraction, e.g. 0.25")
     expected = solution_token_share(data, rate)
-    if _is_number(answer) and 1 < float(answer) <= 100 and abs(float(answer) / 100 - expected) <= abs_tol:
+    if is_number(answer) and 1 < float(answer) <= 100 and abs(float(answer) / 100 - expected) <= abs_tol:
         return Feedback(False, "that is the right share, but in percent: give it as a fraction in [0, 1]")
     return check_number(
         answer, expected, f"the expected share of tokens removed at rate {rate:g}", rel_tol=0.0, abs_tol=abs_tol,

@@ -2,13 +2,16 @@
 
 Read it in this order:
 
-1. :mod:`~tdnotebooks.finetuning.bucketing`  length buckets, HWCap, BatchCap, Residual Batch Merging
-   (Algorithm 2) as a pure per-epoch plan, the :class:`BucketSampler` that serves it, Learning Rate
-   Modulation (Eq. 1), and padding-to-batch-max collation.                                  (notebook 01)
+1. :mod:`~tdnotebooks.finetuning.planning`  length buckets, HWCap, BatchCap, Residual Batch Merging
+   (Algorithm 2) as a pure per-epoch plan, :func:`epoch_batches`; :mod:`~tdnotebooks.finetuning.bucketing`
+   the :class:`BucketSampler` that serves it; :mod:`~tdnotebooks.finetuning.hwcap` HWCap by profiling;
+   :mod:`~tdnotebooks.finetuning.lrm` Learning Rate Modulation (Eq. 1);
+   :mod:`~tdnotebooks.finetuning.collate` padding-to-batch-max collation.                   (notebook 01)
 2. :mod:`~tdnotebooks.finetuning.tokendrop`  TokenDrop: drop a random subset of stopwords per sequence and
    epoch (Algorithm 1); with buckets, trim every batch so that it needs no padding (Algorithm 3).  (notebook 02)
 3. :mod:`~tdnotebooks.finetuning.train`  :func:`finetune`, the training loop, and :class:`FinetuneConfig`;
-   :mod:`~tdnotebooks.finetuning.callbacks` its hooks.                                     (notebook 03)
+   :mod:`~tdnotebooks.finetuning.callbacks` its hooks; :mod:`~tdnotebooks.finetuning.padding_plan`
+   :func:`plan_epochs`, each epoch's batches and padding without a model.                  (notebook 03)
 4. :mod:`~tdnotebooks.finetuning.hf_trainer`  :class:`BucketTrainer`, the same batching in HF's ``Trainer``.
 5. :mod:`~tdnotebooks.finetuning.inference`  prediction, TokenDrop at batch size 1, server mode.  (notebook 04)
 
@@ -26,8 +29,11 @@ from typing import TYPE_CHECKING
 from tdnotebooks.lazy import exported_names, lazy_exports
 
 EXPORTS: dict[str, tuple[str, ...]] = {
-    "bucketing": ("Bucket", "BucketSampler", "LRModulator", "PadToBatchMax", "bucket_upper_lengths",
-                  "lr_factor", "merge_residual_batches", "profile_hwcap"),
+    "planning": ("Bucket", "BucketSpec", "bucket_upper_lengths", "epoch_batches", "merge_residual_batches"),
+    "bucketing": ("BucketSampler",),
+    "hwcap": ("profile_hwcap",),
+    "lrm": ("LRModulator", "lr_factor"),
+    "collate": ("PadToBatchMax",),
     "tokendrop": ("DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
                   "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference",
                   "find_stopwords", "highlight_dropped", "is_stopword", "prepare", "reachable_lengths",
@@ -35,6 +41,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     "callbacks": ("FinetuneCallback",),
     "train": ("Batching", "FinetuneConfig", "FinetuneHistory", "dropout_rate", "finetune", "make_batching",
               "restore_dropout", "set_dropout", "tokendrop_dropout_rate"),
+    "padding_plan": ("EpochPlan", "plan_epochs"),
     "hf_trainer": ("BucketTrainer",),
     "inference": ("LatencyResult", "Predictions", "latency_at_batch_size_1", "predict"),
 }
@@ -45,7 +52,12 @@ __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come from __getattr__
     from tdnotebooks.finetuning.bucketing import *  # noqa: F403
     from tdnotebooks.finetuning.callbacks import *  # noqa: F403
+    from tdnotebooks.finetuning.collate import *  # noqa: F403
     from tdnotebooks.finetuning.hf_trainer import *  # noqa: F403
+    from tdnotebooks.finetuning.hwcap import *  # noqa: F403
     from tdnotebooks.finetuning.inference import *  # noqa: F403
+    from tdnotebooks.finetuning.lrm import *  # noqa: F403
+    from tdnotebooks.finetuning.padding_plan import *  # noqa: F403
+    from tdnotebooks.finetuning.planning import *  # noqa: F403
     from tdnotebooks.finetuning.tokendrop import *  # noqa: F403
     from tdnotebooks.finetuning.train import *  # noqa: F403

@@ -28,7 +28,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
-from tdnotebooks.finetuning.bucketing import lr_factor
+from tdnotebooks.finetuning.lrm import lr_factor
 from tdnotebooks.finetuning.train import (
     Batching,
     FinetuneConfig,
@@ -72,6 +72,8 @@ class BucketTrainer(Trainer):
     """``transformers.Trainer`` with BucketSampler/TokenDrop batching and Learning Rate Modulation."""
 
     def __init__(self, *args: Any, td_config: FinetuneConfig | None = None, **kwargs: Any) -> None:
+        if td_config is not None and not isinstance(td_config, FinetuneConfig):
+            raise ValueError(f"td_config must be None or a FinetuneConfig, got {type(td_config).__name__}")
         super().__init__(*args, **kwargs)
         if self.train_dataset is None or "length" not in self.train_dataset.column_names:
             raise ValueError("train_dataset must be tokenized with a 'length' column (use tdnotebooks.finetuning.tokendrop.prepare)")

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from tdnotebooks.finetuning.bucketing import BucketSampler, PadToBatchMax
+from tdnotebooks.finetuning.bucketing import BucketSampler
+from tdnotebooks.finetuning.collate import PadToBatchMax
 from tdnotebooks.padding import PaddingStats, random_batches
+from tdnotebooks.validation import check_choice, check_int
 
 __all__ = ["Predictions", "predict", "LatencyResult", "latency_at_batch_size_1"]
 
@@ -70,10 +72,18 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
     ``"bucketed_tokendrop"`` — the same batches trimmed to their shortest member by dropping stopwords
     (needs ``token_drop=TokenDrop(mode="to_length")`` and data from :func:`tdnotebooks.finetuning.tokendrop.prepare`).
     """
-    if batching not in BATCHINGS:
-        raise ValueError(f"batching={batching!r} is not supported; allowed: {', '.join(BATCHINGS)}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_choice("batching", batching, BATCHINGS)
+    check_int("batch_size", batch_size, low=1)
+    if token_budget is not None:
+        check_int("token_budget", token_budget, low=1)
+    check_int("bucket_width", bucket_width, low=1)
+    check_int("pad_token_id", pad_token_id, low=0)
+    check_int("seed", seed, low=0)
+    if batching == "bucketed_tokendrop":
+        from tdnotebooks.finetuning.tokendrop import TokenDrop
+
+        if not isinstance(token_drop, TokenDrop):
+            raise ValueError("batching='bucketed_tokendrop' needs token_drop=TokenDrop(mode='to_length')")
     n = len(data)
     if n == 0:
         raise ValueError("data is empty: nothing to predict")
@@ -87,10 +97,8 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
                                 shuffle=False, seed=seed)
         batches = sampler.epoch_batches(0)
         if batching == "bucketed_tokendrop":
-            from tdnotebooks.finetuning.tokendrop import TokenDrop, TokenDropBucketCollator
+            from tdnotebooks.finetuning.tokendrop import TokenDropBucketCollator
 
-            if not isinstance(token_drop, TokenDrop):
-                raise ValueError("batching='bucketed_tokendrop' needs token_drop=TokenDrop(mode='to_length')")
             collate = TokenDropBucketCollator(token_drop, pad_token_id, trim_to="reachable")
         else:
             collate = PadToBatchMax(pad_token_id)
@@ -128,6 +136,7 @@ def latency_at_batch_size_1(model: torch.nn.Module, tokenizer: Any, texts: Seque
 
     if len(texts) != len(labels) or len(texts) == 0:
         raise ValueError(f"texts and labels must be non-empty and of equal length, got {len(texts)} and {len(labels)}")
+    check_int("warmup", warmup, low=0)
     device = next(model.parameters()).device
     inputs = drop_stopwords_for_inference(tokenizer, list(texts), rate, seed=seed, keep_pronouns=keep_pronouns,
                                           max_length=max_length)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import html
 import math
-import numbers
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,6 +45,7 @@ import torch
 
 from tdnotebooks.padding import PaddingStats
 from tdnotebooks.stopwords import PRONOUNS, stopword_set
+from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
     "DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
@@ -200,6 +200,18 @@ def find_stopwords(tokenizer: Any, texts: Sequence[str], text_pairs: Sequence[st
     ``max_length=None``: no truncation.
     """
     _check_fast(tokenizer)
+    _check_max_length(max_length)
+    return _find_stopwords(tokenizer, texts, text_pairs, max_length)
+
+
+def _check_max_length(max_length: Any) -> None:
+    if max_length is not None:
+        check_int("max_length", max_length, low=1)
+
+
+def _find_stopwords(tokenizer: Any, texts: Sequence[str], text_pairs: Sequence[str] | None,
+                    max_length: int | None) -> dict[str, list]:
+    """:func:`find_stopwords` without the argument checks (done once by the caller)."""
     texts = list(texts)
     pairs = list(text_pairs) if text_pairs is not None else None
     enc = tokenizer(texts, pairs, truncation=max_length is not None, max_length=max_length)
@@ -242,6 +254,7 @@ def prepare(data: Any, tokenizer: Any, *, text_fields: Sequence[str] | None = No
     import datasets
 
     _check_fast(tokenizer)
+    _check_max_length(max_length)
     if isinstance(data, (list, tuple)):
         data = datasets.Dataset.from_dict({"text": list(data)})
     fields = tuple(text_fields or ("text",))
@@ -256,7 +269,7 @@ def prepare(data: Any, tokenizer: Any, *, text_fields: Sequence[str] | None = No
 
     def add_columns(batch: dict, indices: list[int]) -> dict:
         pairs = batch[fields[1]] if len(fields) == 2 else None
-        out = find_stopwords(tokenizer, batch[fields[0]], pairs, max_length=max_length)
+        out = _find_stopwords(tokenizer, batch[fields[0]], pairs, max_length)
         out["idx"] = list(indices)
         return out
 
@@ -319,17 +332,11 @@ class TokenDrop:
 
     def __init__(self, rate: float = 0.3, mode: str = "rate", seed: int = 0, keep_pronouns: bool = False,
                  enabled: bool = True) -> None:
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate <= 1.0:
-            raise ValueError(f"rate must be a number in the range [0, 1], got {rate!r}")
-        if mode not in DROP_MODES:
-            raise ValueError(f"mode={mode!r} is not supported; allowed modes: {', '.join(map(repr, DROP_MODES))}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        self.rate = float(rate)
-        self.mode = mode
-        self.seed = int(seed)
-        self.keep_pronouns = bool(keep_pronouns)
-        self.enabled = bool(enabled)
+        self.rate = check_number("rate", rate, low=0, high=1)
+        self.mode = check_choice("mode", mode, DROP_MODES)
+        self.seed = check_int("seed", seed, low=0)
+        self.keep_pronouns = check_bool("keep_pronouns", keep_pronouns)
+        self.enabled = check_bool("enabled", enabled)
 
     def __repr__(self) -> str:
         return (f"TokenDrop(rate={self.rate}, mode={self.mode!r}, seed={self.seed}, "
@@ -360,9 +367,9 @@ class TokenDrop:
 
     def generator(self, epoch: int, index: int) -> np.random.Generator:
         """A local generator seeded with (seed, epoch, index): the global RNG is never touched."""
-        for name, value in (("epoch", epoch), ("index", index)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        return self._generator(check_int("epoch", epoch, low=0), check_int("index", index, low=0))
+
+    def _generator(self, epoch: int, index: int) -> np.random.Generator:
         return np.random.default_rng((self.seed, int(epoch), int(index)))
 
     def num_words_to_drop(self, num_stopword_words: int) -> int:
@@ -377,13 +384,20 @@ class TokenDrop:
         take words from the shuffled list until Tokens_to_drop is used up. ``excess`` (mode "to_length") is
         the number of tokens to remove.
         """
+        epoch, index = check_int("epoch", epoch, low=0), check_int("index", index, low=0)
+        if self.mode == "to_length" and excess is None:
+            raise ValueError('mode "to_length" needs excess (the number of tokens to remove)')
+        if excess is not None:
+            excess = check_int("excess", excess, low=0)
+        return self._choose(spans, epoch, index, excess)
+
+    def _choose(self, spans: Sequence[Sequence[int]], epoch: int, index: int, excess: int | None) -> list[int]:
+        """:meth:`choose` without the argument checks (the collators call it once per example)."""
         if not self.enabled or len(spans) == 0:
             return []
-        order = [int(k) for k in self.generator(epoch, index).permutation(len(spans))]
+        order = [int(k) for k in self._generator(epoch, index).permutation(len(spans))]
         if self.mode == "rate":
             return sorted(order[:self.num_words_to_drop(len(spans))])
-        if excess is None:
-            raise ValueError('mode "to_length" needs excess (the number of tokens to remove)')
         sizes = [int(end) - int(start) for start, end in spans]
         chosen, need = [], excess
         for k in order:  # drop random words that fit in what is left to remove
@@ -402,6 +416,21 @@ class TokenDrop:
         ``index`` defaults to the example's ``idx``. ``target_length`` is required in mode "to_length" and
         not allowed in mode "rate". ``attention_mask`` and ``token_type_ids`` are shortened with the ids.
         """
+        epoch = check_int("epoch", epoch, low=0)
+        if index is not None:
+            index = check_int("index", index, low=0)
+        if self.mode == "to_length":
+            if target_length is None:
+                raise ValueError('target_length is required in mode "to_length"')
+            target_length = check_int("target_length", target_length, low=0)
+        elif target_length is not None:
+            raise ValueError('target_length is only used in mode "to_length"; this TokenDrop has mode "rate"')
+        return self._apply(example, epoch, index, target_length)
+
+    def _apply(self, example: Mapping[str, Any], epoch: int, index: int | None = None,
+               target_length: int | None = None) -> DropResult:
+        """:meth:`apply` without the argument checks (the collators call it once per example); the
+        example's own fields are still checked."""
         if "input_ids" not in example:
             raise ValueError("example has no input_ids: run TokenDrop.prepare(...) on the data first")
         if index is None:
@@ -410,14 +439,8 @@ class TokenDrop:
             index = int(example["idx"])
         ids = _as_list(example["input_ids"])
         spans = self.droppable_spans(example)
-        excess = None
-        if self.mode == "to_length":
-            if target_length is None:
-                raise ValueError('target_length is required in mode "to_length"')
-            excess = max(0, len(ids) - int(target_length))
-        elif target_length is not None:
-            raise ValueError('target_length is only used in mode "to_length"; this TokenDrop has mode "rate"')
-        chosen = self.choose(spans, epoch, index, excess)
+        excess = None if target_length is None else max(0, len(ids) - target_length)
+        chosen = self._choose(spans, epoch, index, excess)
         drop = {p for k in chosen for p in range(*spans[k])}
         keep = [p for p in range(len(ids)) if p not in drop]
         mask = example.get("attention_mask")
@@ -460,18 +483,14 @@ class _DropAndPadCollator:
         if token_drop.mode != self.required_mode:
             raise ValueError(f"{type(self).__name__} needs TokenDrop(mode={self.required_mode!r}), "
                              f"got mode={token_drop.mode!r}")
-        if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, (int, np.integer)):
-            raise ValueError(f"pad_token_id must be an int (tokenizer.pad_token_id), got {pad_token_id!r}")
         self.token_drop = token_drop
-        self.pad_token_id = int(pad_token_id)
+        self.pad_token_id = check_int("pad_token_id (tokenizer.pad_token_id)", pad_token_id, low=0)
         self.epoch = 0
         self.reset_stats()
 
     def set_epoch(self, epoch: int) -> None:
         """Call at the start of each epoch: the dropped subset depends on it."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        self.epoch = int(epoch)
+        self.epoch = check_int("epoch", epoch, low=0)
 
     def reset_stats(self) -> None:
         """Zero the running counts of real/slot tokens, batches and dropped tokens."""
@@ -525,7 +544,7 @@ class TokenDropCollator(_DropAndPadCollator):
     required_mode = "rate"
 
     def _drop(self, examples: Sequence[Mapping[str, Any]]) -> list[DropResult]:
-        return [self.token_drop.apply(ex, self.epoch) for ex in examples]
+        return [self.token_drop._apply(ex, self.epoch) for ex in examples]
 
 
 TRIM_TARGETS = ("shortest", "reachable")
@@ -551,11 +570,8 @@ class TokenDropBucketCollator(_DropAndPadCollator):
     required_mode = "to_length"
 
     def __init__(self, token_drop: TokenDrop, pad_token_id: int, trim_to: str = "shortest") -> None:
-        if trim_to not in TRIM_TARGETS:
-            allowed = ", ".join(map(repr, TRIM_TARGETS))
-            raise ValueError(f"trim_to={trim_to!r} is not supported; allowed: {allowed}")
         super().__init__(token_drop, pad_token_id)
-        self.trim_to = trim_to
+        self.trim_to = check_choice("trim_to", trim_to, TRIM_TARGETS)
 
     def target_length(self, examples: Sequence[Mapping[str, Any]]) -> int:
         """The length every sequence of the batch is trimmed to (see ``trim_to``)."""
@@ -566,7 +582,7 @@ class TokenDropBucketCollator(_DropAndPadCollator):
 
     def _drop(self, examples: Sequence[Mapping[str, Any]]) -> list[DropResult]:
         target = self.target_length(examples)
-        return [self.token_drop.apply(ex, self.epoch, target_length=target) for ex in examples]
+        return [self.token_drop._apply(ex, self.epoch, target_length=target) for ex in examples]
 
 
 # ============================================================================ 5. inference, notebook helpers
@@ -585,7 +601,7 @@ def drop_stopwords_for_inference(tokenizer: Any, texts: str | Sequence[str], rat
     out = []
     for i in range(len(texts)):
         example = {k: v[i] for k, v in columns.items()}
-        kept = token_drop.apply(example, epoch=0, index=i)
+        kept = token_drop._apply(example, epoch=0, index=i)
         out.append({k: torch.tensor([v]) for k, v in kept.model_inputs().items()})
     return out
 
@@ -611,6 +627,7 @@ def highlight_dropped(tokenizer: Any, text: str, rate: float = 0.3, seed: int = 
     """Which words of ``text`` TokenDrop (mode "rate") drops at (seed, epoch, index): struck out in red;
     stopwords it kept this time are underlined. Same choice as the collator makes for row ``index``."""
     _check_fast(tokenizer)
+    check_bool("keep_pronouns", keep_pronouns)
     found = [f for f in _stopword_tokens(tokenizer([text]).encodings[0], [text])
              if not (keep_pronouns and f.pronoun)]
     chosen = TokenDrop(rate=rate, seed=seed).choose([(f.start, f.end) for f in found], epoch, index)

@@ -26,7 +26,6 @@ and ``BucketTrainer`` do the same (``tokendrop_dropout="paper"``) and restore th
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,11 +36,15 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
-from tdnotebooks.finetuning.bucketing import BucketSampler, LRModulator, PadToBatchMax
+from tdnotebooks.finetuning.bucketing import BucketSampler
 from tdnotebooks.finetuning.callbacks import FinetuneCallback
+from tdnotebooks.finetuning.collate import PadToBatchMax
+from tdnotebooks.finetuning.lrm import LRModulator
+from tdnotebooks.finetuning.tokendrop import TRIM_TARGETS
 from tdnotebooks.padding import PaddingStats
 from tdnotebooks.runtime import amp_dtype as pick_amp_dtype
 from tdnotebooks.runtime import get_device, seed_everything
+from tdnotebooks.validation import check_bool, check_choice, check_int, check_number, is_number
 
 __all__ = [
     "FinetuneConfig", "tokendrop_dropout_rate", "set_dropout", "restore_dropout", "dropout_rate", "Batching",
@@ -52,8 +55,8 @@ METHODS = ("random", "group_by_length", "bucket", "tokendrop_bucket")
 
 
 def _is_dropout_rate(value: Any) -> bool:
-    """A real number in [0, 1) (bools are not rates)."""
-    return not isinstance(value, bool) and isinstance(value, numbers.Real) and 0 <= value < 1
+    """A number in [0, 1) (bools are not rates): FinetuneConfig.tokendrop_dropout and set_dropout's rate."""
+    return is_number(value) and 0 <= value < 1
 
 
 @dataclass
@@ -87,19 +90,25 @@ class FinetuneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is not supported; allowed: {', '.join(METHODS)}")
-        for name, low in (("epochs", 1), ("base_batch_size", 1), ("grad_accum_steps", 1), ("eval_batch_size", 1),
-                          ("bucket_width", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.token_drop_rate <= 1:
-            raise ValueError(f"token_drop_rate must be in [0, 1], got {self.token_drop_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        check_choice("method", self.method, METHODS)
+        for name in ("epochs", "base_batch_size", "grad_accum_steps", "eval_batch_size", "bucket_width"):
+            check_int(name, getattr(self, name), low=1)
+        check_int("seed", self.seed, low=0)
+        if self.token_budget is not None:
+            check_int("token_budget", self.token_budget, low=1)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
+        if self.max_grad_norm is not None:
+            check_number("max_grad_norm", self.max_grad_norm, low=0, low_open=True)
+        check_number("scaling_factor", self.scaling_factor, low=1)  # BucketSampler's range
+        check_number("token_drop_rate", self.token_drop_rate, low=0, high=1)
+        check_number("warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True)
+        for name in ("batch_cap", "rbm", "lrm", "keep_pronouns", "order_by_reachable", "freeze_embeddings", "amp",
+                     "progress"):
+            check_bool(name, getattr(self, name))
+        check_choice("trim_to", self.trim_to, TRIM_TARGETS)
+        if self.device is not None and not isinstance(self.device, str):
+            raise ValueError(f"device must be None (automatic) or a str such as 'cpu' or 'cuda', got {self.device!r}")
         dropout = self.tokendrop_dropout
         if dropout is not None and dropout != "paper" and not _is_dropout_rate(dropout):
             raise ValueError(f"tokendrop_dropout must be 'paper', None (keep the model's) or a number in [0, 1), "
@@ -121,6 +130,7 @@ def tokendrop_dropout_rate(config: FinetuneConfig, num_train_examples: int) -> f
     it to TokenDrop alone, ``token_drop_rate > 0``, an extension; the reference code lowers it for
     BucketSampler without TokenDrop too, which we do not). A number: that rate. None: the model's own.
     """
+    check_int("num_train_examples", num_train_examples, low=0)
     uses_token_drop = config.method == "tokendrop_bucket" or config.token_drop_rate > 0
     if not uses_token_drop or config.tokendrop_dropout is None:
         return None
@@ -193,6 +203,9 @@ class _SeededRandomBatches(torch.utils.data.Sampler):
 
 def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batching:
     """Batch sampler + collator of ``config.method`` over a tokenized, :func:`tokendrop.prepare`-d split."""
+    if not isinstance(config, FinetuneConfig):
+        raise ValueError(f"config must be a FinetuneConfig, got {type(config).__name__}")
+    check_int("pad_token_id", pad_token_id, low=0)
     from tdnotebooks.finetuning.tokendrop import (
         TokenDrop,
         TokenDropBucketCollator,

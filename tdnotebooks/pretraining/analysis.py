@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, select_kept_tokens
+from tdnotebooks.validation import check_choice, check_int, check_number
 
 __all__ = [
     "POOLINGS", "QUALITY_METRICS", "CorruptedView", "classifier_from_mlm", "compare_pretraining", "corrupted_views", "downstream", "drift_at_checkpoint",
@@ -52,18 +53,6 @@ def _check_texts(name: str, texts: Any) -> list[str]:
     if not all(isinstance(t, str) and t.strip() for t in texts):
         raise ValueError(f"{name} must contain non-empty strings only")
     return list(texts)
-
-
-def _check_probability(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -96,6 +85,12 @@ def mask_count(num_maskable: int, mask_prob: float) -> int:
     The rule of BERT's data pipeline and of :func:`tdnotebooks.pretraining.train.mask_tokens`. Halves round to the
     even number (Python's and torch's rounding): 30 pieces at 0.15 (4.5) mask 4, 10 pieces (1.5) mask 2.
     """
+    check_int("num_maskable", num_maskable, low=0)
+    check_number("mask_prob", mask_prob, low=0, high=1, low_open=True, high_open=True)
+    return _mask_count(num_maskable, mask_prob)
+
+
+def _mask_count(num_maskable: int, mask_prob: float) -> int:
     return min(max(round(mask_prob * num_maskable), 1), num_maskable)
 
 
@@ -112,11 +107,10 @@ def corrupted_views(tokenizer: Any, texts: Sequence[str], td_wrapper: TokenDropp
     Text i is corrupted with a generator seeded by (seed, i): the same seed gives the same views.
     """
     texts = _check_texts("texts", texts)
-    mask_prob = _check_probability("mask_prob", mask_prob)
-    if isinstance(keep_fraction, bool) or not isinstance(keep_fraction, (int, float)) or not 0 < keep_fraction <= 1:
-        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction!r}")
-    _check_int("seed", seed, 0)
-    _check_int("max_length", max_length, 3)
+    mask_prob = check_number("mask_prob", mask_prob, low=0, high=1, low_open=True, high_open=True)
+    keep_fraction = check_number("keep_fraction", keep_fraction, low=0, high=1, low_open=True)
+    seed = check_int("seed", seed, low=0)
+    check_int("max_length", max_length, low=3)
     if td_wrapper is not None and not isinstance(td_wrapper, TokenDroppingBert):
         raise ValueError(f"td_wrapper must be a TokenDroppingBert or None, got {type(td_wrapper).__name__}")
     if tokenizer.mask_token_id is None:
@@ -128,7 +122,7 @@ def corrupted_views(tokenizer: Any, texts: Sequence[str], td_wrapper: TokenDropp
         generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
         ids = torch.tensor(tokenizer(text, truncation=True, max_length=max_length)["input_ids"])
         maskable = torch.tensor([int(t) not in special for t in ids])
-        n_mask = mask_count(int(maskable.sum()), mask_prob)
+        n_mask = _mask_count(int(maskable.sum()), mask_prob)
         scores = torch.rand(len(ids), generator=generator).masked_fill(~maskable, 2.0)
         masked = torch.zeros(len(ids), dtype=torch.bool)
         masked[scores.argsort()[:n_mask]] = True
@@ -222,7 +216,7 @@ def drift_tracker(config: Any, sbert: Any, texts: Sequence[str], every: int,
     from tdnotebooks.models import load_tokenizer
     from tdnotebooks.pretraining.train import PretrainConfig, pretrain
 
-    _check_int("every", every, 1)
+    check_int("every", every, low=1)
     texts = _check_texts("texts", texts)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
     config = PretrainConfig(**{**(asdict(config) if config is not None else {}), **overrides,
@@ -260,11 +254,10 @@ def layer_representations(model: Any, tokenizer: Any, texts: Sequence[str], pool
     pooling: "mean" (average over the real tokens) or "cls" (the [CLS] vector). The full model runs (no
     token dropping), in eval mode; the model's train/eval mode is restored afterwards.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    check_choice("pooling", pooling, POOLINGS)
     texts = _check_texts("texts", texts)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("max_length", max_length, 2)
+    check_int("batch_size", batch_size, low=1)
+    check_int("max_length", max_length, low=2)
     encoder = _encoder(model)
     was_training = encoder.training
     encoder.eval()
@@ -303,8 +296,9 @@ def probe_layers(reps_train: Sequence[np.ndarray], y_train: Sequence[int], reps_
     y_train, y_dev = np.asarray(y_train), np.asarray(y_dev)
     if len(np.unique(y_train)) < 2:
         raise ValueError("y_train must contain at least 2 classes")
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
-        raise ValueError(f"c must be > 0, got {c!r}")
+    c = check_number("c", c, low=0, low_open=True)
+    check_int("max_iter", max_iter, low=1)
+    check_int("seed", seed, low=0)
     accuracies = []
     for layer, (train, dev) in enumerate(zip(reps_train, reps_dev, strict=True)):
         train, dev = np.asarray(train), np.asarray(dev)
@@ -337,7 +331,7 @@ def classifier_from_mlm(model: Any, num_labels: int = 2) -> Any:
     base = getattr(mlm, "bert", None)
     if base is None or not hasattr(base, "encoder"):
         raise ValueError(f"model must be a TokenDroppingBert or a BertForMaskedLM, got {type(model).__name__}")
-    _check_int("num_labels", num_labels, 2)
+    check_int("num_labels", num_labels, low=2)
     config = mlm.config.__class__.from_dict({**mlm.config.to_dict(), "num_labels": num_labels})
     classifier = BertForSequenceClassification(config)
     missing, unexpected = classifier.bert.load_state_dict(base.state_dict(), strict=False)
@@ -359,15 +353,13 @@ def downstream(model: Any, tokenizer: Any, task: str = "rt_sentiment", train_siz
     from tdnotebooks.finetuning.tokendrop import prepare
     from tdnotebooks.finetuning.train import FinetuneConfig, finetune
 
-    _check_int("train_size", train_size, 2)
-    _check_int("dev_size", dev_size, 1)
-    _check_int("seed", seed, 0)
+    check_int("train_size", train_size, low=2)
+    check_int("dev_size", dev_size, low=1)
+    check_int("seed", seed, low=0)
     torch.manual_seed(seed)                     # the new pooler and head: the same start for every model
     classifier = classifier_from_mlm(model)
     limit = getattr(classifier.config, "max_position_embeddings", max_length)
-    if not 2 < max_length <= limit:
-        raise ValueError(f"max_length must be in [3, {limit}] (the model's max_position_embeddings), "
-                         f"got {max_length}")
+    check_int("max_length", max_length, low=3, high=limit)  # at most the model's max_position_embeddings
     data = load_task(task)
     subsets = {}
     for split, size in (("train", train_size), ("dev", dev_size)):
@@ -419,7 +411,7 @@ def compare_pretraining(methods: Mapping[str, Mapping[str, Any]], config: Any = 
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
     for seed in seeds:
-        _check_int("seeds[...]", seed, 0)
+        check_int("seeds[...]", seed, low=0)
     if (sbert is None) != (drift_texts is None):
         raise ValueError("sbert and drift_texts go together: give both (to measure drift) or neither")
     if drift_texts is not None:

@@ -42,13 +42,13 @@ counts optimizer steps (the official code tests t mod Fi per micro-batch).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, TokenDroppingOutput
+from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = ["KL_TARGETS", "REDUCTIONS", "ScTDConfig", "ScTDOutput", "is_full_step", "kl_from_scores",
            "sctd_loss", "semantic_kl", "semantic_scores"]
@@ -79,27 +79,18 @@ class ScTDConfig:
     full_mlm: bool = True
 
     def __post_init__(self) -> None:
-        lam = self.lam
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"lam (lambda, the KL weight) must be a finite number >= 0 (paper: 0.05), got {lam!r}")
-        self.lam = float(lam)
-        if isinstance(self.fi, bool) or not isinstance(self.fi, int) or self.fi < 1:
-            raise ValueError(f"fi (the interval Fi) must be an int >= 1 (paper: 10), got {self.fi!r}")
-        if self.kl_target not in KL_TARGETS:
-            raise ValueError(f"kl_target must be one of {', '.join(KL_TARGETS)}, got {self.kl_target!r}")
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        self.lam = check_number("lam (lambda, the KL weight)", self.lam, low=0)
+        check_int("fi (the interval Fi)", self.fi, low=1)
+        check_choice("kl_target", self.kl_target, KL_TARGETS)
+        check_choice("reduction", self.reduction, REDUCTIONS)
         for name in ("stop_gradient", "full_mlm"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
 
 
 def is_full_step(step: int, fi: int) -> bool:
     """Eq. 4's switch: the full pass and the KL terms run at steps t with t mod Fi == 0 (t = 0, Fi, 2 Fi...)."""
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step!r}")
-    if isinstance(fi, bool) or not isinstance(fi, int) or fi < 1:
-        raise ValueError(f"fi (the interval Fi) must be an int >= 1 (paper: 10), got {fi!r}")
+    check_int("step", step, low=0)
+    check_int("fi (the interval Fi)", fi, low=1)
     return step % fi == 0
 
 
@@ -114,8 +105,7 @@ def kl_from_scores(teacher: torch.Tensor, student: torch.Tensor, reduction: str 
     teacher, student: (R, D) scores, one distribution per row. "sum" adds the R divergences, "batchmean"
     averages them (0 when R = 0). Computed in float32.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    check_choice("reduction", reduction, REDUCTIONS)
     if teacher.shape != student.shape:
         raise ValueError(f"teacher {tuple(teacher.shape)} and student {tuple(student.shape)} scores must have "
                          "the same shape")
@@ -134,6 +124,7 @@ def semantic_scores(hidden: torch.Tensor, kl_target: str, attention_mask: torch.
     "cls_hidden_softmax": hidden[:, 0] (B, H). "mean_pooled": the mean over real tokens (attention_mask)
     (B, H). "mlm_vocab": mlm_head(hidden at masked_positions (N, 2)) (N, V).
     """
+    check_choice("kl_target", kl_target, KL_TARGETS)
     if kl_target == "cls_hidden_softmax":
         return hidden[:, 0]
     if kl_target == "mean_pooled":
@@ -141,11 +132,9 @@ def semantic_scores(hidden: torch.Tensor, kl_target: str, attention_mask: torch.
             return hidden.mean(dim=1)
         weights = attention_mask.to(hidden.dtype)[..., None]
         return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
-    if kl_target == "mlm_vocab":
-        if masked_positions is None or mlm_head is None:
-            raise ValueError("kl_target='mlm_vocab' needs masked_positions and mlm_head (run forward with labels)")
-        return mlm_head(hidden[masked_positions[:, 0], masked_positions[:, 1]])
-    raise ValueError(f"kl_target must be one of {', '.join(KL_TARGETS)}, got {kl_target!r}")
+    if masked_positions is None or mlm_head is None:  # kl_target == "mlm_vocab"
+        raise ValueError("kl_target='mlm_vocab' needs masked_positions and mlm_head (run forward with labels)")
+    return mlm_head(hidden[masked_positions[:, 0], masked_positions[:, 1]])
 
 
 def semantic_kl(full: TokenDroppingOutput, dropped: TokenDroppingOutput, config: ScTDConfig,

@@ -43,6 +43,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
+
 __all__ = [
     "TokenDroppingConfig", "ImportanceTable", "KeptTokens", "keep_counts", "select_kept_tokens", "gather_tokens",
     "scatter_tokens", "layer_with_full_kv", "TokenDroppingOutput", "TokenDroppingBert", "layer_flops",
@@ -92,25 +94,16 @@ class TokenDroppingConfig:
         if self.keep_fraction is None and self.keep_k is None:
             self.keep_fraction = 0.5
         if self.keep_fraction is not None:
-            f = self.keep_fraction
-            if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
-                raise ValueError(f"keep_fraction must be in (0, 1] (a drop fraction in [0, 1)), got {f!r}")
-            self.keep_fraction = float(f)
-        if self.keep_k is not None and (isinstance(self.keep_k, bool) or not isinstance(self.keep_k, int)
-                                        or self.keep_k < 1):
-            raise ValueError(f"keep_k must be an int >= 1, got {self.keep_k!r}")
-        b = self.beta
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b < 1.0:
-            raise ValueError(f"beta must be in [0, 1) (Hou: 0.995, ScTD: 0.95), got {b!r}")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
-        init = self.initial_importance
-        if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
-            raise ValueError(f"initial_importance must be a finite number, got {self.initial_importance!r}")
+            self.keep_fraction = check_number("keep_fraction", self.keep_fraction, low=0, high=1, low_open=True)
+        if self.keep_k is not None:
+            check_int("keep_k", self.keep_k, low=1)
+        check_number("beta", self.beta, low=0, high=1, high_open=True)
+        check_choice("selection", self.selection, SELECTIONS)
+        check_bool("first_layer_full_kv", self.first_layer_full_kv)
+        check_number("initial_importance", self.initial_importance)
         for name in ("start_layer", "end_layer"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{name} must be an int or None, got {value!r}")
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), low=0)
 
     @property
     def drop_fraction(self) -> float | None:
@@ -152,10 +145,9 @@ class ImportanceTable(nn.Module):
                  special_token_ids: Sequence[int] = (), pad_token_id: int | None = None,
                  high: float = 1e4, low: float = -1e4) -> None:
         super().__init__()
-        if not isinstance(vocab_size, int) or vocab_size < 1:
-            raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1) (Hou: 0.995, ScTD: 0.95), got {beta!r}")
+        check_int("vocab_size", vocab_size, low=1)
+        check_number("beta", beta, low=0, high=1, high_open=True)
+        check_number("initial", initial)
         high_ids = sorted({int(i) for i in special_token_ids if i is not None and i != pad_token_id})
         for i in [*high_ids, *([] if pad_token_id is None else [pad_token_id])]:
             if not 0 <= i < vocab_size:
@@ -505,11 +497,12 @@ def flops_ratio(num_layers: int, start_layer: int, end_layer: int, keep_fraction
     num_predictions masked positions (transform 2mh^2 + projection 2mhV) costs the same in both and
     enters both sides; embeddings are ignored. intermediate_size defaults to 4 * hidden_size.
     """
-    for name, value, low in (("num_layers", num_layers, 1), ("seq_len", seq_len, 1), ("hidden_size", hidden_size, 1),
+    for name, value, low in (("num_layers", num_layers, 1), ("start_layer", start_layer, 0),
+                             ("end_layer", end_layer, 0), ("seq_len", seq_len, 1), ("hidden_size", hidden_size, 1),
                              ("intermediate_size", 1 if intermediate_size is None else intermediate_size, 1),
                              ("num_predictions", num_predictions, 0), ("vocab_size", vocab_size, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int(name, value, low=low)
+    check_bool("first_layer_full_kv", first_layer_full_kv)
     TokenDroppingConfig(keep_fraction=keep_fraction, start_layer=start_layer,
                         end_layer=end_layer).layer_range(num_layers)
     n, h = seq_len, hidden_size

@@ -46,8 +46,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tdnotebooks.pretraining.sctd import ScTDConfig, is_full_step, sctd_loss
+from tdnotebooks.pretraining.sctd import REDUCTIONS, ScTDConfig, is_full_step, sctd_loss
 from tdnotebooks.pretraining.token_dropping import IGNORE_INDEX, TokenDroppingBert, TokenDroppingConfig
+from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
     "PretrainConfig", "pack_blocks", "corpus_blocks", "sample_indices", "mask_tokens", "PretrainObjective",
@@ -127,37 +128,43 @@ class PretrainConfig:
     output_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in PRETRAIN_MODES:
-            raise ValueError(f"mode must be one of {', '.join(PRETRAIN_MODES)}, got {self.mode!r}")
+        check_choice("mode", self.mode, PRETRAIN_MODES)
+        # the model sizes: tiny_bert's bounds (used when no model is given, checked whatever the case)
         for name, low in (("steps", 1), ("batch_size", 1), ("block_size", 8), ("seed", 0), ("checkpoint_every", 0),
-                          ("eval_every", 0), ("eval_blocks", 1), ("eval_batch_size", 1)):
-            _check_int(name, getattr(self, name), low)
+                          ("eval_every", 0), ("eval_blocks", 1), ("eval_batch_size", 1), ("num_layers", 2),
+                          ("hidden_size", 8), ("num_heads", 1), ("intermediate_size", 8)):
+            check_int(name, getattr(self, name), low=low)
         for name in ("max_texts", "keep_checkpoints"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1)
-        _check_number("lr", self.lr, low=0.0, low_open=True)
-        _check_number("warmup", self.warmup, low=0.0, high=1.0, high_open=True)
-        _check_number("weight_decay", self.weight_decay, low=0.0)
+                check_int(name, getattr(self, name), low=1)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("warmup", self.warmup, low=0, high=1, high_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
         if self.max_grad_norm is not None:
-            _check_number("max_grad_norm", self.max_grad_norm, low=0.0, low_open=True)
-        _check_number("mlm_probability", self.mlm_probability, low=0.0, high=1.0, low_open=True, high_open=True)
+            check_number("max_grad_norm", self.max_grad_norm, low=0, low_open=True)
+        check_number("mlm_probability", self.mlm_probability, low=0, high=1, low_open=True, high_open=True)
+        for name in ("resume", "progress"):             # first_layer_full_kv, stop_gradient, full_mlm: below
+            check_bool(name, getattr(self, name))
+        if not isinstance(self.corpus, str) or not self.corpus:
+            raise ValueError(f"corpus must be the name of a corpus (a non-empty str), got {self.corpus!r}")
+        for name in ("checkpoint_dir", "output_dir"):   # a str: the config is saved in checkpoints and as JSON
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be None or a folder path as a str, got {getattr(self, name)!r}")
         for name in ("start_layer", "end_layer"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 0)
+                check_int(name, getattr(self, name), low=0)
         if self.start_layer is not None and self.end_layer is not None and self.start_layer >= self.end_layer:
             raise ValueError(f"start_layer must be < end_layer (dropped layers [start_layer, end_layer)), got "
                              f"start_layer={self.start_layer}, end_layer={self.end_layer}")
-        self.token_dropping_config()                    # keep_fraction, beta: one clear error each
-        self.sctd_config()                              # lam, fi, kl_target, kl_reduction
+        check_choice("kl_reduction", self.kl_reduction, REDUCTIONS)  # ScTDConfig calls it reduction
+        self.token_dropping_config()                    # keep_fraction, beta, first_layer_full_kv
+        self.sctd_config()                              # lam, fi, kl_target, stop_gradient, full_mlm
         if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
             raise ValueError("checkpoint_dir must be set when checkpoint_every > 0 or resume=True")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        check_choice("device", self.device, DEVICES)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
-        if self.mixed_precision not in MIXED_PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, "
-                             f"got {self.mixed_precision!r}")
+        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         if self.mixed_precision == "fp16" and self.resolved_device() == "cpu":
             raise ValueError("mixed_precision='fp16' needs a CUDA GPU; on CPU use 'no' or 'bf16'")
 
@@ -189,23 +196,6 @@ class PretrainConfig:
                           stop_gradient=self.stop_gradient, full_mlm=self.full_mlm)
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
-def _check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                  low_open: bool = False, high_open: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (low is None or (value > low if low_open else value >= low))
-    ok = ok and (high is None or (value < high if high_open else value <= high))
-    if not ok:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        bounds = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Data: packed blocks, deterministic order and masking
 # ----------------------------------------------------------------------------------------------------------
@@ -216,6 +206,9 @@ _BLOCK_CACHE: dict[tuple, torch.Tensor] = {}
 def pack_blocks(texts: list[str], tokenizer: Any, block_size: int, max_blocks: int | None = None) -> torch.Tensor:
     """(N, block_size) long tensor: the texts' tokens, documents separated by [SEP], cut into blocks
     ``[CLS] + block_size - 2 tokens + [SEP]``; the incomplete tail is dropped. Stops after max_blocks."""
+    check_int("block_size", block_size, low=3)          # at least one token between [CLS] and [SEP]
+    if max_blocks is not None:
+        check_int("max_blocks", max_blocks, low=1)
     body = block_size - 2
     stream: list[int] = []
     blocks: list[list[int]] = []
@@ -261,6 +254,9 @@ def _seed(*parts: int) -> int:
 def sample_indices(position: int, count: int, num_blocks: int, seed: int) -> torch.Tensor:
     """Blocks at stream positions [position, position + count): epoch e = p // num_blocks visits the
     blocks in a permutation seeded by (seed, e), so a position alone says which block comes next."""
+    for name, value, low in (("position", position, 0), ("count", count, 0), ("num_blocks", num_blocks, 1),
+                             ("seed", seed, 0)):
+        check_int(name, value, low=low)
     out = []
     for p in range(position, position + count):
         epoch, offset = divmod(p, num_blocks)
@@ -284,6 +280,8 @@ def mask_tokens(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int, sp
                 generator: torch.Generator, probability: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: per row, round(probability * non-special tokens) positions (at least 1) are predicted;
     80% of them become [MASK], 10% a random id, 10% stay. Returns (inputs, labels with -100 elsewhere)."""
+    check_number("probability", probability, low=0, high=1, low_open=True, high_open=True)
+    check_int("vocab_size", vocab_size, low=1)
     special = torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=input_ids.dtype))
     maskable = ~special
     counts = torch.clamp(torch.round(maskable.sum(1) * probability), min=1).long()
@@ -312,8 +310,7 @@ class PretrainObjective(nn.Module):
 
     def __init__(self, td: TokenDroppingBert, mode: str, sctd: ScTDConfig | None = None) -> None:
         super().__init__()
-        if mode not in PRETRAIN_MODES:
-            raise ValueError(f"mode must be one of {', '.join(PRETRAIN_MODES)}, got {mode!r}")
+        check_choice("mode", mode, PRETRAIN_MODES)
         self.td, self.mode, self.sctd = td, mode, sctd if sctd is not None else ScTDConfig()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, step: int,
@@ -467,7 +464,7 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
 
     config = PretrainConfig(**{**asdict(config or PretrainConfig()), **overrides})
     if stop_after is not None:
-        _check_int("stop_after", stop_after, 1)
+        check_int("stop_after", stop_after, low=1)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
     seed_everything(config.seed)
     mlm = _build_model(config, model, tokenizer)
@@ -584,6 +581,7 @@ def _log_values(accelerator: Any, loss: torch.Tensor, terms: dict) -> dict:
 def evaluate(td: TokenDroppingBert, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 32,
              accelerator: Any = None) -> float:
     """Dev MLM loss of the full model (drop=False): mean cross-entropy over all masked positions."""
+    check_int("batch_size", batch_size, low=1)
     was_training = td.training
     td.eval()
     device = next(td.parameters()).device

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from tdnotebooks.validation import check_int
+
 __all__ = ["renderer", "show", "panel", "length_histogram", "padding_bars"]
 
 RENDERER_ENV_VAR = "TDN_PLOTLY_RENDERER"
@@ -56,8 +58,9 @@ def length_histogram(lengths: Mapping[str, Sequence[int]], max_length: int | Non
     """Overlaid histograms of token lengths per data set, with the truncation length marked."""
     import plotly.graph_objects as go
 
-    if bin_width < 1:
-        raise ValueError(f"bin_width must be >= 1, got {bin_width}")
+    check_int("bin_width", bin_width, low=1)
+    if max_length is not None:
+        check_int("max_length", max_length, low=1)
     fig = go.Figure()
     for i, (name, values) in enumerate(lengths.items()):
         values = np.asarray(values)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tdnotebooks.validation import check_int
 from tdnotebooks.viz.common import PALETTE
 
 __all__ = ["ablation_chart", "accuracy_vs_time", "loss_curves", "lr_per_step"]
@@ -157,11 +158,10 @@ def loss_curves(runs: Mapping[str, Any], *, bins_per_epoch: int = 4, title: str 
     """
     import plotly.graph_objects as go
 
-    if not isinstance(bins_per_epoch, (int, np.integer)) or isinstance(bins_per_epoch, bool) or bins_per_epoch < 1:
-        raise ValueError(f"bins_per_epoch must be an int >= 1, got {bins_per_epoch!r}")
+    bins_per_epoch = check_int("bins_per_epoch", bins_per_epoch, low=1)
     fig = go.Figure()
     for i, (name, run) in enumerate(runs.items()):
-        curves = [_binned_loss(h, int(bins_per_epoch)) for h in _seeds(name, run)]
+        curves = [_binned_loss(h, bins_per_epoch) for h in _seeds(name, run)]
         width = min(len(x) for x, _ in curves)
         x = curves[0][0][:width]
         with warnings.catch_warnings():

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from tdnotebooks.finetuning.bucketing import lr_factor
+from tdnotebooks.finetuning.lrm import lr_factor
+from tdnotebooks.validation import check_choice, check_int
 from tdnotebooks.viz.common import PALETTE
 
 __all__ = ["BatchTable", "batch_cap_curves", "batch_picture", "batch_sizes_per_step", "batch_table",
@@ -68,12 +69,6 @@ def batch_table(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> Bat
                       np.minimum.reduceat(members, starts))
 
 
-def _check_limit(name: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
 def _group_starts(n: int, max_groups: int) -> np.ndarray:
     """Start index of each group of consecutive items: one item per group when ``n <= max_groups``."""
     if n <= max_groups:
@@ -103,9 +98,10 @@ def batch_picture(lengths: Sequence[int], batches: Sequence[Sequence[int]], *, o
     """
     import plotly.graph_objects as go
 
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-    max_batches = _check_limit("max_batches", max_batches)
+    check_choice("order", order, ORDERS)
+    max_batches = check_int("max_batches", max_batches, low=1)
+    if token_budget is not None:
+        check_int("token_budget", token_budget, low=1)
     table = batch_table(lengths, batches)
     if order == "length":
         table = table.take(np.lexsort((table.size, table.longest)))
@@ -159,7 +155,7 @@ def batch_sizes_per_step(batches: Sequence[Sequence[int]], *, lengths: Sequence[
     """
     import plotly.graph_objects as go
 
-    max_points = _check_limit("max_points", max_points)
+    max_points = check_int("max_points", max_points, low=1)
     if lengths is not None:
         table = batch_table(lengths, batches)
         sizes, longest = table.size, table.longest
@@ -200,12 +196,12 @@ def lr_factor_per_step(batch_sizes: Sequence[int], base_batch_size: int, *, max_
     """LRM: the learning-rate multiplier ``sqrt(batch_size / base_batch_size)`` at every training step.
 
     ``batch_sizes`` in step order (e.g. ``[len(b) for b in sampler.epoch_batches(epoch)]``); the factor
-    comes from :func:`tdnotebooks.finetuning.bucketing.lr_factor`. A line at 1 marks the fixed-batch RandomSampler.
+    comes from :func:`tdnotebooks.finetuning.lrm.lr_factor`. A line at 1 marks the fixed-batch RandomSampler.
     Beyond ``max_points`` steps, a point shows a group's mean factor and its error bar the min and max.
     """
     import plotly.graph_objects as go
 
-    max_points = _check_limit("max_points", max_points)
+    max_points = check_int("max_points", max_points, low=1)
     factors = np.asarray([lr_factor(int(b), base_batch_size) for b in batch_sizes], dtype=float)
     if len(factors) == 0:  # still validate the base
         lr_factor(1, base_batch_size)

@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from tdnotebooks.validation import check_bool, check_int, check_number, is_number
 from tdnotebooks.viz.common import PALETTE
 
 __all__ = ["METRIC_TITLES", "TERM_LABELS", "cost_curve_chart", "loss_contributions", "loss_terms_chart",
@@ -32,21 +32,13 @@ METRIC_TITLES = {"dev_mlm_loss": ("dev MLM loss, full model", "loss (nats)"),
                  "seconds_per_step": ("time per step (varies)", "seconds")}
 
 
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and math.isfinite(value)
-
-
 def _check_fi(name: str, fi: Any) -> int:
-    if isinstance(fi, bool) or not isinstance(fi, (int, np.integer)) or fi < 1:
-        raise ValueError(f"{name} (the interval Fi) must be an int >= 1, got {fi!r}")
-    return int(fi)
+    return check_int(f"{name} (the interval Fi)", fi, low=1)
 
 
 def _check_dropped_cost(dropped_cost: Any) -> float:
-    if not _is_number(dropped_cost) or not 0 < dropped_cost <= 1:
-        raise ValueError(f"dropped_cost (cost of a token-dropped step / a baseline step) must be in (0, 1], "
-                         f"got {dropped_cost!r}")
-    return float(dropped_cost)
+    return check_number("dropped_cost (cost of a token-dropped step / a baseline step)", dropped_cost,
+                        low=0, high=1, low_open=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -99,7 +91,7 @@ def cost_curve_chart(dropped_cost: float, fi_values: Sequence[int] = tuple(range
             raise ValueError(f"{label.split()[0]} is empty: give {{Fi: relative cost}} or None")
         xs = [_check_fi(f"{label.split()[0]} key", f) for f in points]
         ys = list(points.values())
-        if not all(_is_number(y) and y > 0 for y in ys):
+        if not all(is_number(y) and y > 0 for y in ys):
             raise ValueError(f"{label.split()[0]} costs must be positive numbers, got {ys}")
         fig.add_trace(go.Scatter(x=xs, y=ys, name=label, mode="markers",
                                  marker={"symbol": symbol, "size": 11, "color": color}))
@@ -122,13 +114,13 @@ def loss_contributions(terms: Mapping[str, Any], lam: float, full_mlm: bool = Tr
     official code's objective: MLM*, 0, lambda KL_g, lambda KL_l). Other steps: MLM* and zeros.
     The values add up to the step's total loss.
     """
-    if not _is_number(lam) or lam < 0:
-        raise ValueError(f"lam (lambda) must be a finite number >= 0, got {lam!r}")
+    check_number("lam (lambda)", lam, low=0)
+    check_bool("full_mlm", full_mlm)
     if not isinstance(terms, Mapping) or "mlm_dropped" not in terms or "is_full_step" not in terms:
         raise ValueError("terms must be ScTDOutput.terms(): a mapping with 'mlm_dropped' and 'is_full_step'")
     if not terms["is_full_step"]:
         return {"mlm_dropped": float(terms["mlm_dropped"]), "mlm_full": 0.0, "kl_global": 0.0, "kl_local": 0.0}
-    missing = [k for k in ("mlm_full", "kl_global", "kl_local") if not _is_number(terms.get(k))]
+    missing = [k for k in ("mlm_full", "kl_global", "kl_local") if not is_number(terms.get(k))]
     if missing:
         raise ValueError(f"a full step's terms need numbers for {', '.join(missing)}")
     mlm_weight = 0.5 if full_mlm else 1.0
@@ -175,8 +167,7 @@ def _check_results(results: Any) -> None:
 
 def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     """Trailing mean over the last ``window`` values (fewer at the start); same length as ``values``."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    check_int("window", window, low=1)
     values = np.asarray(values, dtype=float)
     sums = np.cumsum(np.concatenate([[0.0], values]))
     counts = np.minimum(np.arange(1, len(values) + 1), window)
@@ -191,6 +182,8 @@ def training_curves_chart(results: Mapping[str, Mapping[str, Any]], window: int 
     from plotly.subplots import make_subplots
 
     _check_results(results)
+    check_int("window", window, low=1)
+    check_int("seed_index", seed_index, low=0)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=(f"train loss (mean of the last {window} steps)",
                                         "dev MLM loss (full model)"))
@@ -199,7 +192,7 @@ def training_curves_chart(results: Mapping[str, Mapping[str, Any]], window: int 
             raise ValueError(f"seed_index must be in [0, {len(summary['runs']) - 1}] for {label!r}, got {seed_index}")
         run = summary["runs"][seed_index]
         losses = run.get("losses") or []
-        if not losses or not all(_is_number(v) for v in losses):
+        if not losses or not all(is_number(v) for v in losses):
             raise ValueError(f"results[{label!r}] run {seed_index} must hold finite train losses")
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=list(range(len(losses))), y=moving_average(losses, window), name=label,
@@ -235,8 +228,8 @@ def quality_chart(results: Mapping[str, Mapping[str, Any]],
                         subplot_titles=[METRIC_TITLES[m][0] for m in metrics])
     for col, metric in enumerate(metrics, start=1):
         means = [results[label]["mean"].get(metric) for label in labels]
-        if not all(_is_number(v) for v in means):
-            missing = [label for label, v in zip(labels, means, strict=True) if not _is_number(v)]
+        if not all(is_number(v) for v in means):
+            missing = [label for label, v in zip(labels, means, strict=True) if not is_number(v)]
             raise ValueError(f"metric {metric!r} was not measured for {', '.join(map(repr, missing))}")
         sds = [(results[label].get("sd") or {}).get(metric) for label in labels]
         error = {"type": "data", "array": [s or 0.0 for s in sds]} if any(s for s in sds) else None

@@ -10,19 +10,15 @@ returning ``go.Figure``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from tdnotebooks.validation import check_number, is_int, is_number
 from tdnotebooks.viz.common import PALETTE
 
 __all__ = ["view_similarity_chart", "drift_curves_chart", "probe_chart"]
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and math.isfinite(value)
 
 
 def _check_cosines(name: str, values: Any) -> np.ndarray:
@@ -95,14 +91,13 @@ def drift_curves_chart(records: Mapping[str, Sequence[Mapping[str, Any]]], view:
         fig.add_trace(go.Scatter(x=steps, y=cosines, name=f"{name} ({key})", legendgroup=name,
                                  mode="lines+markers", marker_color=color), row=1, col=1)
         evals = [(r["step"], r["dev_mlm_loss"]) for r in rows if r.get("dev_mlm_loss") is not None]
-        if any(not _is_number(loss) for _, loss in evals):
+        if any(not is_number(loss) for _, loss in evals):
             raise ValueError(f"records[{name!r}] has a dev_mlm_loss that is not a finite number")
         fig.add_trace(go.Scatter(x=[s for s, _ in evals], y=[loss for _, loss in evals], name=name,
                                  legendgroup=name, showlegend=False, mode="lines+markers", marker_color=color),
                       row=1, col=2)
     for label, value in (references or {}).items():
-        if not _is_number(value) or not -1 <= value <= 1:
-            raise ValueError(f"references[{label!r}] must be a cosine similarity in [-1, 1], got {value!r}")
+        check_number(f"references[{label!r}] (a cosine similarity)", value, low=-1, high=1)
         fig.add_hline(y=value, line_dash="dot", line_color="gray", annotation_text=label,
                       annotation_position="bottom right", row=1, col=1)
     fig.update_xaxes(title_text="pretraining step")
@@ -129,17 +124,16 @@ def probe_chart(accuracies: Mapping[str, Sequence[float]], chance: float | None 
     for i, (name, values) in enumerate(accuracies.items()):
         if len(values) == 0:
             raise ValueError(f"accuracies[{name!r}] is empty: give one accuracy per layer")
-        if not all(_is_number(a) and 0.0 <= a <= 1.0 for a in values):
+        if not all(is_number(a) and 0.0 <= a <= 1.0 for a in values):
             raise ValueError(f"accuracies[{name!r}] must lie in [0, 1], got {list(values)}")
         fig.add_trace(go.Scatter(x=list(range(len(values))), y=list(values), name=name, mode="lines+markers",
                                  marker_color=PALETTE[i % len(PALETTE)]))
     if chance is not None:
-        if not _is_number(chance) or not 0.0 <= chance <= 1.0:
-            raise ValueError(f"chance must be in [0, 1] or None, got {chance!r}")
+        check_number("chance", chance, low=0, high=1)
         fig.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_text="chance")
     if dropped is not None:
         start, end = dropped
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end):
+        if not (is_int(start) and is_int(end) and 0 <= start < end):
             raise ValueError(f"dropped must be (start, end) with 0 <= start < end, got {dropped!r}")
         fig.add_vrect(x0=start + 0.5, x1=end + 0.5, fillcolor="gray", opacity=0.15, line_width=0,
                       annotation_text="dropped layers (token drop)", annotation_position="top left")

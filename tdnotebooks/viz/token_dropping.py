@@ -9,12 +9,12 @@ Same rules as :mod:`tdnotebooks.viz`: plain numbers in, a figure out, no ``Figur
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from tdnotebooks.validation import check_int, check_number, is_number
 from tdnotebooks.viz.common import PALETTE
 
 __all__ = ["PINNED", "importance_curves", "layer_token_grid"]
@@ -48,8 +48,9 @@ def layer_token_grid(tokens: Sequence[str], importance: Sequence[float], kept: S
     if len(importance) != n or len(kept) != n:
         raise ValueError(f"tokens, importance and kept must have the same length, got {n}, {len(importance)}, "
                          f"{len(kept)}")
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
+    check_int("num_layers", num_layers, low=1)
+    check_int("start_layer", start_layer, low=0)
+    check_int("end_layer", end_layer, low=1)
     if not 0 <= start_layer < end_layer <= num_layers:
         raise ValueError(f"need 0 <= start_layer < end_layer <= num_layers = {num_layers}, got start_layer="
                          f"{start_layer}, end_layer={end_layer}")
@@ -94,10 +95,12 @@ def importance_curves(steps: Sequence[int], curves: Mapping[str, Sequence[float]
         raise ValueError(f"steps must increase, got {list(steps)}")
     if not curves:
         raise ValueError("curves is empty: give {token: [importance at each step]}")
+    if initial is not None:
+        check_number("initial", initial)
     for name, values in curves.items():
         if len(values) != len(steps):
             raise ValueError(f"curves[{name!r}] has {len(values)} values for {len(steps)} steps")
-        if not all(math.isfinite(v) for v in values):
+        if not all(is_number(v) for v in values):
             raise ValueError(f"curves[{name!r}] holds a value that is not finite")
     fig = go.Figure()
     for i, (name, values) in enumerate(curves.items()):

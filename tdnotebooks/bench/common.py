@@ -1,0 +1,121 @@
+"""What every benchmark shares: the run's environment, fixed torch threads, plain-text tables, JSON output and
+the command-line plumbing (an int option's parser, the ``run`` of a sub-command)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_common_arguments", "environment", "fixed_torch_threads", "format_load", "format_table",
+           "int_at_least", "load_average", "run_subcommand", "write_results"]
+
+
+# ============================================================================ the run's environment
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages of the machine (None where the OS does not report them)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def environment(config: Any, device: Any) -> dict[str, Any]:
+    """Device, versions, threads and load at the start of a run (``config.quick``: which preset)."""
+    import platform
+
+    import torch
+    import transformers
+
+    return {
+        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "quick": config.quick,
+        "load_average_at_start": load_average(),
+    }
+
+
+@contextmanager
+def fixed_torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch CPU threads fixed at ``threads`` (None: the current number) inside, the previous number after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ============================================================================ output
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Plain-text table: the first two columns left-aligned, the others right-aligned."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def format_load(values: Sequence[float] | None) -> str:
+    """Load averages as ``1.0/0.8/0.5``, or ``n/a``."""
+    return "n/a" if values is None else "/".join(f"{v:.1f}" for v in values)
+
+
+def write_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``results`` as indented JSON, creating the folder."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return out
+
+
+# ============================================================================ command line
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int >= ``low``, else a usage error naming the option (exit status 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, command: str, *, quick_help: str) -> None:
+    """The options every benchmark has: ``--quick``, ``--out`` (default ``bench-results/<command>.json``),
+    ``--device`` and ``--threads``."""
+    default_out = f"bench-results/{command}.json"
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", default=default_out, metavar="FILE", help=f"JSON results (default {default_out})")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    parser.add_argument("--threads", type=int_at_least(1), metavar="N",
+                        help="torch CPU threads, fixed for the whole run (default: 1 with --quick, else torch's "
+                             "current setting)")
+
+
+def run_subcommand(args: argparse.Namespace, config_from_args: Callable[[argparse.Namespace], Any],
+                   run_benchmark: Callable[[Any], Mapping[str, Any]],
+                   format_report: Callable[[Mapping[str, Any]], str]) -> int:
+    """A sub-command's ``run``: build its config (a ValueError is a usage error, exit status 2), run the
+    benchmark, print the report and write the JSON to ``args.out``."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is bundled: never wait for the hub
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    results = run_benchmark(config)
+    print(format_report(results))
+    print(f"\nresults written to {write_results(results, args.out)}")
+    return 0

@@ -1,0 +1,126 @@
+"""Fine-tuning benchmark: RandomSampler vs group_by_length vs BucketSampler vs TokenDrop + BucketSampler.
+
+``python -m tdnotebooks.bench finetune [--quick] [--out FILE] [--seeds N] [--device cpu|cuda]``
+
+On each bundled task (``rt_sentiment``, ``reviews_long``) the bundled MiniLM classifier is fine-tuned
+with every method of :func:`tdnotebooks.finetuning.train.finetune` (the paper's Table 1 comparison, Section 3.1),
+from the same initial weights per seed, in one process, one method after the other. Then the
+TokenDrop + BucketSampler model of the first seed is used for the two inference settings of Section 3.2:
+latency at batch size 1 against the inference drop rate (Fig. 4) and server-mode throughput of random
+vs bucketed vs bucketed + TokenDrop batches (Table 3).
+
+Definitions (every figure of the table; ``BENCHMARKS.md`` beside this file explains them for readers):
+
+- real / slot tokens: non-padding tokens / all token positions (``batch size x padded length``) of every
+  training batch, summed over all epochs and seeds; pad tokens = slot - real;
+  padding fraction = pad / slot.
+- epoch seconds: wall time of the training loop only (no evaluation), mean over epochs and seeds.
+- speedup = baseline training time / this method's training time (baseline: ``"random"``).
+- ideal speedup = baseline slot tokens / this method's real tokens: the speedup a padding-free version of
+  the method would get if cost were proportional to tokens. For methods that keep every token this is
+  the paper's notion, the baseline's slot / real tokens = 1 / (1 - baseline padding fraction); for
+  TokenDrop it also credits the dropped stopwords.
+- cpu speedup: the same ratio in CPU seconds of this process (``time.process_time`` around ``finetune``,
+  minus its dev evaluations): on a CPU shared with other work, wall time also counts the waiting.
+- collate fraction: seconds spent inside the batch collator / training seconds. For
+  ``"tokendrop_bucket"`` the collator is the TokenDrop one: this is the TokenDrop overhead.
+- padding at scale: the padding of each batching over the *whole* training split with the full run's
+  batching settings (token budget 8192, base batch 32, 3 epochs), made by the very sampler and collator
+  of training but without a model (:func:`~tdnotebooks.bench.finetune.runs.padding_at_scale`): seconds even on a CPU, and what the
+  padding target is checked on (with ``--quick`` the training subsets are too small to say anything
+  about padding: almost every batch is a merged residual).
+
+Timing fairness: one process, torch threads fixed for the whole run, a warm-up forward/backward on each
+fresh model copy before its timed run, method order reversed on odd seeds.
+
+Read it in this order: :mod:`~tdnotebooks.bench.finetune.config` (what is compared, the presets),
+:mod:`~tdnotebooks.bench.finetune.runs` (what is measured), :mod:`~tdnotebooks.bench.finetune.targets` (the
+pass/fail targets), :mod:`~tdnotebooks.bench.finetune.report` (the tables); this module holds the command
+line and re-exports their public names.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tdnotebooks.bench.common import add_common_arguments, int_at_least, run_subcommand, write_results
+from tdnotebooks.bench.finetune.config import (
+    BASELINE,
+    INFERENCE_RATES,
+    METHODS,
+    PAPER_METHOD,
+    SERVER_BATCHINGS,
+    TASKS,
+    BenchConfig,
+    full_config,
+    quick_config,
+)
+from tdnotebooks.bench.finetune.report import format_report
+from tdnotebooks.bench.finetune.runs import (
+    SCALE_VARIANTS,
+    RunRecorder,
+    TimedCollate,
+    measure_inference,
+    padding_at_scale,
+    prepare_splits,
+    run_benchmark,
+    summarize,
+    train_one,
+    warm_up,
+)
+from tdnotebooks.bench.finetune.targets import (
+    TARGETS,
+    accuracy_noise_points,
+    beats_majority,
+    evaluate_targets,
+    majority_accuracy,
+)
+
+__all__ = [
+    "HELP", "add_arguments", "config_from_args", "run",
+    "BASELINE", "INFERENCE_RATES", "METHODS", "PAPER_METHOD", "SERVER_BATCHINGS", "TASKS", "BenchConfig",
+    "full_config", "quick_config",
+    "SCALE_VARIANTS", "RunRecorder", "TimedCollate", "measure_inference", "padding_at_scale", "prepare_splits",
+    "run_benchmark", "summarize", "train_one", "warm_up",
+    "TARGETS", "accuracy_noise_points", "beats_majority", "evaluate_targets", "majority_accuracy",
+    "format_report", "write_results",
+]
+
+HELP = ("fine-tuning speed and accuracy: RandomSampler vs group_by_length vs BucketSampler vs "
+        "TokenDrop + BucketSampler, plus inference latency/throughput")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m tdnotebooks.bench finetune``."""
+    add_common_arguments(
+        parser, "finetune",
+        quick_help="minutes on a CPU: 2 layers, frozen embeddings, small subsets, 1 epoch, 1 seed, 1 thread "
+                   "(default: the full run for a GPU: whole splits, 6 layers, 3 epochs, 3 seeds)")
+    parser.add_argument("--seeds", type=int_at_least(1), metavar="N", help="number of seeds (0..N-1)")
+    parser.add_argument("--epochs", type=int_at_least(1), metavar="N", help="epochs per fine-tuning run")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
+                        help=f"subset of {', '.join(TASKS)} (default: both)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-scale-check", action="store_true",
+                        help="skip the padding pass over the whole training splits (batching only, no model)")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The :class:`BenchConfig` the options ask for (ValueError for a bad combination, e.g. no CUDA)."""
+    from tdnotebooks.runtime import get_device
+
+    overrides: dict[str, Any] = {"progress": not args.no_progress, "scale_check": not args.no_scale_check}
+    for name in ("seeds", "epochs", "device", "threads"):  # only what was given replaces the preset's value
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.tasks:
+        overrides["tasks"] = tuple(dict.fromkeys(args.tasks))
+    config = (quick_config if args.quick else full_config)(**overrides)
+    get_device(config.device)  # --device cuda on a machine without CUDA: a clear error now, not later
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of the sub-command: run, print the report, write the JSON."""
+    return run_subcommand(args, config_from_args, run_benchmark, format_report)
