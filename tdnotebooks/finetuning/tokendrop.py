@@ -562,9 +562,21 @@ class TokenDropBucketCollator(_DropAndPadCollator):
     stopwords to get down to the shortest length, the batch is as wide as that sequence anyway, so the
     others were trimmed further than needed and are padded back up. ``trim_to="reachable"`` trims to
     max(shortest length, the longest of "length minus all stopword tokens"): no wider a batch, fewer
-    tokens dropped, and padding only from multi-token words that overshoot (batches of 32 cut at random from
-    width-5 buckets of the rt_sentiment training split, no residual merging: 0.4 %, against 1.5 % for
-    "shortest" and 6.8 % with no dropping; with BucketSampler's BatchCap and RBM see BENCHMARKS.md).
+    tokens dropped, and padding only from multi-token words that overshoot (the measured padding of both
+    targets is in BENCHMARKS.md and notebook 03).
+
+    Args:
+        token_drop: a ``TokenDrop(mode="to_length")``; its seed and the epoch (:meth:`set_epoch`) fix the drops.
+        pad_token_id: the tokenizer's pad id, for what cannot be trimmed.
+        trim_to: ``"shortest"`` (Algorithm 3 as written) or ``"reachable"`` (what ``finetune`` uses).
+
+    Example:
+        >>> collate = TokenDropBucketCollator(TokenDrop(mode="to_length"), tokenizer.pad_token_id,
+        ...                                   trim_to="reachable")   # doctest: +SKIP
+        >>> loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate)   # doctest: +SKIP
+
+    Warning: call :meth:`set_epoch` at the start of every epoch, as with ``DistributedSampler``: the dropped
+    subset depends on the epoch, and a collator left at another epoch drops other words.
     """
 
     required_mode = "to_length"

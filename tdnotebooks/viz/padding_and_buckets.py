@@ -86,6 +86,30 @@ def _grouped(values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.nda
             np.maximum.reduceat(values, starts), counts)
 
 
+def _step_trace(values: np.ndarray, starts: np.ndarray, *, name: str, hover: str, grouped_hover: str,
+                **style: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """A scatter of per-step ``values``: one point per group of steps (its mean, error bars from its min to
+    its max) when the steps were grouped, else one per step. Returns (trace, group minima, group maxima)."""
+    import plotly.graph_objects as go
+
+    mean, low, high, counts = _grouped(values, starts)
+    grouped = len(starts) < len(values)
+    hovertemplate = ("steps %{x}+ (%{customdata} batches): " + grouped_hover if grouped
+                     else "step %{x}: " + hover) + "<extra></extra>"
+    trace = go.Scatter(x=starts + 1, y=mean, name=name, customdata=counts, hovertemplate=hovertemplate, **style)
+    if grouped:
+        trace.error_y = {"type": "data", "symmetric": False, "array": high - mean, "arrayminus": mean - low,
+                         "thickness": 1, "width": 0, "color": "rgba(0,0,0,0.35)"}
+    return trace, low, high
+
+
+def _step_axis_title(num_steps: int, num_points: int) -> str:
+    """"training step", plus how many steps a point averages when the steps were grouped."""
+    if num_points >= num_steps:
+        return "training step"
+    return f"training step — each point averages ~{num_steps / num_points:.1f} steps (bars: min to max)"
+
+
 def batch_picture(lengths: Sequence[int], batches: Sequence[Sequence[int]], *, order: str = "sampler",
                   max_batches: int = 300, token_budget: int | None = None, title: str | None = None) -> Any:
     """Real tokens and padding of every batch of an epoch, as stacked bars (one bar per batch).
@@ -163,19 +187,12 @@ def batch_sizes_per_step(batches: Sequence[Sequence[int]], *, lengths: Sequence[
         sizes = np.asarray([len(b) for b in batches if len(b)], dtype=np.int64)
         longest = None
     starts = _group_starts(len(sizes), max_points)
-    mean, low, high, counts = _grouped(sizes, starts)
-    grouped = len(starts) < len(sizes)
     marker: dict[str, Any] = {"color": PALETTE[0], "size": 6 if len(starts) < 300 else 4}
     if longest is not None and len(starts):
         marker.update(color=_grouped(longest, starts)[2], colorscale="Viridis", showscale=True,
                       colorbar={"title": {"text": "longest<br>sequence<br>(tokens)"}})
-    trace = go.Scatter(x=starts + 1, y=mean, mode="markers", name="batch size", marker=marker,
-                       customdata=counts,
-                       hovertemplate="step %{x}: %{y:.0f} sequences<extra></extra>" if not grouped else
-                       "steps %{x}+ (%{customdata} batches): mean %{y:.1f} sequences<extra></extra>")
-    if grouped:
-        trace.error_y = {"type": "data", "symmetric": False, "array": high - mean, "arrayminus": mean - low,
-                         "thickness": 1, "width": 0, "color": "rgba(0,0,0,0.35)"}
+    trace, low, high = _step_trace(sizes, starts, name="batch size", hover="%{y:.0f} sequences",
+                                   grouped_hover="mean %{y:.1f} sequences", mode="markers", marker=marker)
     fig = go.Figure([trace])
     if base_batch_size is not None:
         fig.add_hline(y=base_batch_size, line_dash="dash", line_color="gray",
@@ -183,8 +200,7 @@ def batch_sizes_per_step(batches: Sequence[Sequence[int]], *, lengths: Sequence[
     if title is None:
         title = (f"Batch size per step: {len(sizes):,} steps, {int(low.min()) if len(sizes) else 0}–"
                  f"{int(high.max()) if len(sizes) else 0} sequences")
-    xaxis_title = "training step" + (f" — each point averages ~{len(sizes) / len(starts):.1f} steps "
-                                     "(bars: min to max)" if grouped else "")
+    xaxis_title = _step_axis_title(len(sizes), len(starts))
     fig.update_layout(title=title, xaxis_title=xaxis_title, yaxis_title="batch size (sequences)",
                       showlegend=False, height=340, margin={"t": 60})
     fig.update_yaxes(rangemode="tozero")
@@ -206,23 +222,16 @@ def lr_factor_per_step(batch_sizes: Sequence[int], base_batch_size: int, *, max_
     if len(factors) == 0:  # still validate the base
         lr_factor(1, base_batch_size)
     starts = _group_starts(len(factors), max_points)
-    mean, low, high, counts = _grouped(factors, starts)
-    grouped = len(starts) < len(factors)
-    trace = go.Scatter(x=starts + 1, y=mean, mode="lines+markers", name="LR factor",
-                       line={"color": PALETTE[1], "width": 1}, marker={"size": 5 if len(starts) < 300 else 3},
-                       customdata=counts,
-                       hovertemplate="step %{x}: lr × %{y:.3f}<extra></extra>" if not grouped else
-                       "steps %{x}+ (%{customdata} batches): mean lr × %{y:.3f}<extra></extra>")
-    if grouped:
-        trace.error_y = {"type": "data", "symmetric": False, "array": high - mean, "arrayminus": mean - low,
-                         "thickness": 1, "width": 0, "color": "rgba(0,0,0,0.35)"}
+    trace, _, _ = _step_trace(factors, starts, name="LR factor", hover="lr × %{y:.3f}",
+                              grouped_hover="mean lr × %{y:.3f}", mode="lines+markers",
+                              line={"color": PALETTE[1], "width": 1},
+                              marker={"size": 5 if len(starts) < 300 else 3})
     fig = go.Figure([trace])
     fig.add_hline(y=1.0, line_dash="dash", line_color="gray", annotation_text="RandomSampler: factor 1",
                   annotation_position="top left")
     if title is None:
         title = f"LRM: lr(step) = base lr × sqrt(batch size / {base_batch_size})"
-    xaxis_title = "training step" + (f" — each point averages ~{len(factors) / len(starts):.1f} steps "
-                                     "(bars: min to max)" if grouped else "")
+    xaxis_title = _step_axis_title(len(factors), len(starts))
     fig.update_layout(title=title, xaxis_title=xaxis_title, yaxis_title="learning-rate factor (× base lr)",
                       showlegend=False, height=300, margin={"t": 60})
     fig.update_yaxes(rangemode="tozero")
