@@ -12,6 +12,7 @@ Around them (import what you need; nothing heavy is imported here):
 - :mod:`tdnotebooks.models`      the bundled all-MiniLM-L6-v2, tiny BERT configs, hub models
 - :mod:`tdnotebooks.runtime`     device, AMP dtype, seeding, and the ``TDN_SIZE`` small/paper switch
 - :mod:`tdnotebooks.padding`     real vs padded token accounting
+- :mod:`tdnotebooks.checkpoints` atomic checkpoints and RNG states for an exact resume (both loops)
 - :mod:`tdnotebooks.stopwords`   the paper's stopword list, used by both halves
 - :mod:`tdnotebooks.validation`  the argument checks every public entry point uses
 - :mod:`tdnotebooks.viz`         plotly figures and ipywidgets panels, one module per notebook

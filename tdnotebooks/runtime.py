@@ -15,7 +15,10 @@ import numpy as np
 
 from tdnotebooks.validation import check_choice, check_int
 
-__all__ = ["size", "pick", "get_device", "amp_dtype", "seed_everything", "environment_report"]
+__all__ = [
+    "size", "pick", "get_device", "amp_dtype", "seed_everything", "is_distributed", "make_accelerator",
+    "environment_report",
+]
 
 T = TypeVar("T")
 
@@ -68,6 +71,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def is_distributed() -> bool:
+    """True in a process started by ``torchrun`` / ``accelerate launch`` with several processes."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or (torch.distributed.is_available()
+                                                          and torch.distributed.is_initialized())
+
+
+def make_accelerator(cpu: bool, mixed_precision: str = "no") -> Any:
+    """An ``accelerate.Accelerator``: DDP across the processes ``torchrun`` started (gloo on CPU), else one.
+
+    In a single process (a notebook) accelerate's process-wide state is reset first: it refuses other
+    settings on a second call (e.g. ``cpu=True`` after a CUDA run).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if not is_distributed():
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
 def environment_report() -> dict[str, str]:

@@ -171,6 +171,28 @@ def test_padding_at_scale_reproduces_the_padding_of_the_training_runs(results, w
     assert "(whole training split)" in report
 
 
+def test_the_padding_target_is_checked_on_every_held_out_corpus(results, wordpiece):
+    """padding_on_corpora batches each held-out corpus like a training split; each gets its padding verdict
+    and its rows in the report."""
+    from tdnotebooks.bench.finetune import SCALE_CORPORA, padding_on_corpora
+
+    assert len(SCALE_CORPORA) >= 1
+    config = tiny_config(scale_check=True, scale_corpora=("kjv_sentences",))
+    corpora = padding_on_corpora(config, wordpiece)
+    assert list(corpora) == ["kjv_sentences"]
+    corpus = corpora["kjv_sentences"]
+    assert corpus["train_examples"] == 4200 and corpus["settings"]["token_budget"] == config.token_budget
+    assert corpus["variants"]["tokendrop_bucket"]["padding_fraction"] <= 0.005
+    targets = evaluate_targets(results["tasks"], corpora)
+    verdict = next(t for t in targets if t["task"] == "kjv_sentences")
+    assert verdict["target"] == "padding_fraction" and verdict["passed"]
+    assert verdict["measured_on"] == "held-out corpus, batching only"
+    report = format_report({**results, "scale_corpora": corpora, "targets": targets})
+    assert "kjv_sentences  tokendrop_bucket" in report and "held-out corpus" in report
+    with pytest.raises(ValueError, match="scale_corpora must be a selection of"):
+        tiny_config(scale_corpora=("gutenberg",))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["finetune", "--seeds", "0"], "argument --seeds: must be an int >= 1, got 0"),
     (["finetune", "--seeds", "two"], "argument --seeds: must be an int >= 1, got 'two'"),

@@ -194,25 +194,11 @@ def test_resume_mid_epoch_yields_exactly_the_remaining_batches(cfg, data):
     assert list(resumed) == full  # the following iteration is a whole epoch again
 
 
-@FAST
-@given(cfg=configs(max_size=80), replicas=st.integers(1, 4), drop_last=st.booleans())
-def test_distributed_shards_are_equal_and_cover_the_data(cfg, replicas, drop_last):
-    everything = make(cfg).epoch_batches()
-    shards = [list(make(cfg, num_replicas=replicas, rank=r, drop_last=drop_last)) for r in range(replicas)]
-    counts = {len(s) for s in shards}
-    assert len(counts) == 1
-    count = counts.pop()
-    for r in range(replicas):
-        assert len(make(cfg, num_replicas=replicas, rank=r, drop_last=drop_last)) == count
-    indices = [i for shard in shards for batch in shard for i in batch]
-    if drop_last:
-        assert count == len(everything) // replicas
-        assert len(indices) == len(set(indices))  # disjoint
-    else:
-        assert count == -(-len(everything) // replicas)
-        assert set(indices) == set(range(len(cfg.lengths)))
-    # rank r takes batches r, r + R, ... of the (padded) epoch list
-    assert [shard[0] for shard in shards if shard] == (everything * replicas)[: len([s for s in shards if s])]
+@pytest.mark.parametrize("sharding", [dict(num_replicas=2), dict(rank=1), dict(drop_last=True)])
+def test_the_sampler_does_not_shard_and_says_where_sharding_lives(sharding):
+    """Under DDP every rank iterates the same global batches; ShardedCollator splits each one's rows."""
+    with pytest.raises(ValueError, match=rf"takes no {next(iter(sharding))}: it does not shard.*ShardedCollator"):
+        BucketSampler([3, 4, 8], **sharding)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,19 +224,6 @@ def test_the_sampler_yields_the_pure_plan_for_every_epoch_and_seed(case, seeds):
             planned = epoch_batches(spec, seed=seed, epoch=epoch)
             assert list(sampler) == planned == sampler.epoch_batches()
             assert epoch_batches(spec, seed=seed, epoch=epoch) == planned  # pure: same inputs, same batches
-
-
-def test_the_pure_plan_shards_into_the_ranks_of_the_sampler():
-    lengths = np.random.default_rng(1).integers(1, 50, size=200).tolist()
-    spec = BucketSpec(lengths, token_budget=256, base_batch_size=4)
-    for seed, epoch in itertools.product((0, 7), (0, 2)):
-        planned = epoch_batches(spec, seed=seed, epoch=epoch)
-        padded = planned + planned[: -len(planned) % 3]  # repeat the first batches up to a multiple of 3 ranks
-        for rank in range(3):
-            sampler = BucketSampler(lengths, token_budget=256, base_batch_size=4, seed=seed, num_replicas=3,
-                                    rank=rank)
-            sampler.set_epoch(epoch)
-            assert list(sampler) == padded[rank::3]
 
 
 def test_the_pure_plan_checks_seed_and_epoch():
@@ -284,14 +257,16 @@ def excess(cfg: Config, reachable: list[int], i: int) -> int:
 @FAST
 @given(case=configs_with_reachable())
 def test_reachable_lengths_change_who_shares_a_batch_not_the_batch_sizes(case):
-    """Only the order inside each bucket changes: Algorithm 2's batch sizes (full, residual, merged) stay."""
+    """With Algorithm 2's merging (rbm_by_reachable=False) only the order inside each bucket changes:
+    Algorithm 2's batch sizes (full, residual, merged) stay. The default merging is tested in
+    test_padding_any_corpus.py."""
     cfg, reachable = case
-    sampler = make(cfg, reachable_lengths=reachable)
+    sampler = make(cfg, reachable_lengths=reachable, rbm_by_reachable=False)
     batches = list(sampler)
     assert len(batches) == len(sampler)
     assert sorted(i for b in batches for i in b) == list(range(len(cfg.lengths)))
     assert sorted(map(len, batches)) == sorted(map(len, make(cfg).epoch_batches()))
-    assert list(make(cfg, reachable_lengths=reachable)) == batches  # still a function of (seed, epoch)
+    assert list(make(cfg, reachable_lengths=reachable, rbm_by_reachable=False)) == batches  # (seed, epoch)
 
 
 @FAST
@@ -320,10 +295,6 @@ def test_reachable_lengths_resume_and_shard_like_algorithm_2(case, data):
     resumed = make(cfg, reachable_lengths=reachable)
     resumed.load_state_dict(first.state_dict())
     assert taken + list(resumed) == full
-    replicas = data.draw(st.integers(2, 3))
-    shards = [list(make(cfg, reachable_lengths=reachable, num_replicas=replicas, rank=r)) for r in range(replicas)]
-    assert len({len(shard) for shard in shards}) == 1
-    assert {i for shard in shards for batch in shard for i in batch} == set(range(len(cfg.lengths)))
 
 
 def test_the_floor_is_the_buckets_shortest_length():
@@ -344,8 +315,16 @@ def test_the_floor_is_the_buckets_shortest_length():
 @given(cfg=configs())
 def test_when_every_example_reaches_its_bucket_bound_the_batches_are_algorithm_2s(cfg):
     reachable = [cfg.bucket(i) * cfg.width for i in range(len(cfg.lengths))]  # all exactly at the bound
-    assert make(cfg, reachable_lengths=reachable).epoch_batches() == make(cfg).epoch_batches()
-    assert make(cfg, reachable_lengths=[0] * len(cfg.lengths)).epoch_batches() == make(cfg).epoch_batches()
+    plain = make(cfg).epoch_batches()
+    assert make(cfg, reachable_lengths=reachable, rbm_by_reachable=False).epoch_batches() == plain
+    assert make(cfg, reachable_lengths=[0] * len(cfg.lengths), rbm_by_reachable=False).epoch_batches() == plain
+
+    # The default cuts the same full batches from every bucket; only the leftovers are merged otherwise.
+    def full(batches: list[list[int]]) -> list[list[int]]:
+        return sorted(b for b in batches if len({cfg.bucket(i) for i in b}) == 1
+                      and len(b) == cfg.batch_size(cfg.bucket(b[0])))
+
+    assert full(make(cfg, reachable_lengths=reachable).epoch_batches()) == full(plain)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -455,8 +434,6 @@ def test_state_dict_mismatches_are_rejected():
         BucketSampler([3, 4, 8, 9, 12], base_batch_size=3).load_state_dict(state)
     with pytest.raises(ValueError, match="reachable_lengths"):
         BucketSampler([3, 4, 8, 9, 12], base_batch_size=2, reachable_lengths=[3, 4, 8, 9, 12]).load_state_dict(state)
-    with pytest.raises(ValueError, match="rank"):
-        BucketSampler([3, 4, 8, 9, 12], base_batch_size=2, num_replicas=2, rank=1).load_state_dict(state)
     with pytest.raises(ValueError, match="batches_yielded"):
         sampler.load_state_dict({**state, "batches_yielded": 99})
     with pytest.raises(ValueError, match="missing"):
@@ -500,9 +477,6 @@ GOOD = dict(lengths=[1, 5, 9, 12])
     (dict(lengths=[3, 0, 2]), r"lengths must be ints >= 1 .* lengths\[1\] = 0"),
     (dict(lengths=[1.5, 2.0]), r"lengths must be a flat sequence of ints"),
     (dict(max_length=10), r"lengths must lie in \[1, max_length=10\] .* lengths\[3\] = 12"),
-    (dict(num_replicas=0), r"num_replicas must be an int >= 1"),
-    (dict(num_replicas=2, rank=2), r"rank must be an int in \[0, 1\]"),
-    (dict(rank=-1), r"rank must be an int in \[0, 0\]"),
     (dict(batch_cap=False), r"batch_cap=False .* hwcap .* token_budget"),
     (dict(reachable_lengths=[1, 2, 3]), r"reachable_lengths must be a flat sequence of ints, one per example \(4\)"),
     (dict(reachable_lengths=[1.0, 2.0, 3.0, 4.0]), r"reachable_lengths must be a flat sequence of ints"),
@@ -661,7 +635,7 @@ def test_profile_hwcap_cuda_branch_with_simulated_memory(monkeypatch):
         measured.append((length, batch))
         return 1000 + batch * length * length
 
-    monkeypatch.setattr(hwcap, "_measure_peak", fake_peak)
+    monkeypatch.setattr(hwcap, "measure_peak_memory", fake_peak)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**6, 2 * 10**6))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1000)

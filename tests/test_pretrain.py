@@ -181,7 +181,7 @@ def test_resume_needs_the_rng_states(wordpiece, tmp_path, uninterrupted, monkeyp
 
     _, hist_full, _ = uninterrupted
     run(wordpiece, stop_after=4, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path))
-    monkeypatch.setattr(pretrain_module, "_set_rng_state", lambda state: None)
+    monkeypatch.setattr(pretrain_module, "set_rng_state", lambda state: None)
     _, history = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
     assert history.losses[:4] == hist_full.losses[:4] and history.losses[4:] != hist_full.losses[4:]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from collections.abc import Sequence
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
@@ -24,6 +25,7 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: dict[str, str] = {
     "finetune": "tdnotebooks.bench.finetune",
     "pretrain": "tdnotebooks.bench.pretrain",
+    "gpu": "tdnotebooks.bench.gpu",
 }
 
 
@@ -48,9 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_library_progress_bars() -> None:
-    """The report goes to stdout; datasets' map and transformers' weight-loading bars would only clutter it."""
-    import datasets
-    import transformers
+    """The report goes to stdout; datasets' map and the hub's weight-loading bars would only clutter it.
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
+    Through the libraries' environment switches, read when they are imported, so that a sub-command that
+    refuses to run (``gpu`` without CUDA) answers before importing them."""
+    import sys
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "datasets" in sys.modules:  # already imported (tests, notebooks): switch its bars off directly
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()

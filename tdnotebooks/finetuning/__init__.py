@@ -11,7 +11,9 @@ Read it in this order:
    epoch (Algorithm 1); with buckets, trim every batch so that it needs no padding (Algorithm 3).  (notebook 02)
 3. :mod:`~tdnotebooks.finetuning.train`  :func:`finetune`, the training loop, and :class:`FinetuneConfig`;
    :mod:`~tdnotebooks.finetuning.callbacks` its hooks; :mod:`~tdnotebooks.finetuning.padding_plan`
-   :func:`plan_epochs`, each epoch's batches and padding without a model.                  (notebook 03)
+   :func:`plan_epochs`, each epoch's batches and padding without a model;
+   :mod:`~tdnotebooks.finetuning.distributed` several processes: one global batch per step, its rows split
+   across the ranks (:class:`ShardedCollator`).                                              (notebook 03)
 4. :mod:`~tdnotebooks.finetuning.hf_trainer`  :class:`BucketTrainer`, the same batching in HF's ``Trainer``.
 5. :mod:`~tdnotebooks.finetuning.inference`  prediction, TokenDrop at batch size 1, server mode.  (notebook 04)
 
@@ -29,9 +31,10 @@ from typing import TYPE_CHECKING
 from tdnotebooks.lazy import exported_names, lazy_exports
 
 EXPORTS: dict[str, tuple[str, ...]] = {
-    "planning": ("Bucket", "BucketSpec", "bucket_upper_lengths", "epoch_batches", "merge_residual_batches"),
+    "planning": ("WIDEN_PADDING", "Bucket", "BucketSpec", "bucket_upper_lengths", "epoch_batches",
+                 "merge_by_reachable", "merge_residual_batches"),
     "bucketing": ("BucketSampler",),
-    "hwcap": ("profile_hwcap",),
+    "hwcap": ("measure_peak_memory", "profile_hwcap"),
     "lrm": ("LRModulator", "lr_factor"),
     "collate": ("PadToBatchMax",),
     "tokendrop": ("DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
@@ -42,6 +45,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     "train": ("Batching", "FinetuneConfig", "FinetuneHistory", "dropout_rate", "finetune", "make_batching",
               "restore_dropout", "set_dropout", "tokendrop_dropout_rate"),
     "padding_plan": ("EpochPlan", "plan_epochs"),
+    "distributed": ("ShardedCollator", "example_losses"),
     "hf_trainer": ("BucketTrainer",),
     "inference": ("LatencyResult", "Predictions", "latency_at_batch_size_1", "predict"),
 }
@@ -53,6 +57,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come
     from tdnotebooks.finetuning.bucketing import *  # noqa: F403
     from tdnotebooks.finetuning.callbacks import *  # noqa: F403
     from tdnotebooks.finetuning.collate import *  # noqa: F403
+    from tdnotebooks.finetuning.distributed import *  # noqa: F403
     from tdnotebooks.finetuning.hf_trainer import *  # noqa: F403
     from tdnotebooks.finetuning.hwcap import *  # noqa: F403
     from tdnotebooks.finetuning.inference import *  # noqa: F403

@@ -1,9 +1,9 @@
-"""BucketSampler: serves the batches of Algorithm 2's epoch plan to a ``DataLoader``, one rank's share at a time.
+"""BucketSampler: serves the batches of Algorithm 2's epoch plan to a ``DataLoader``.
 
 The batches themselves come from :func:`tdnotebooks.finetuning.planning.epoch_batches`, a pure function of
 (lengths, settings, seed, epoch); the sampler only holds the state around it (the epoch, where a resumed
-epoch starts) and shards the epoch's batches across ranks, as Hugging Face's ``LengthGroupedSampler`` does
-around ``get_length_grouped_indices`` and fairseq's ``EpochBatchIterator`` around ``batch_by_size``.
+epoch starts), as Hugging Face's ``LengthGroupedSampler`` does around ``get_length_grouped_indices`` and
+fairseq's ``EpochBatchIterator`` around ``batch_by_size``.
 
 Typical use (used in notebooks 01 and 03)::
 
@@ -17,8 +17,11 @@ Typical use (used in notebooks 01 and 03)::
             modulator.step(len(batch["labels"]))   # instead of optimizer.step()
             scheduler.step(); optimizer.zero_grad()
 
-Compared with the reference code: ``len()`` is exact, and the sampler can resume mid-epoch and shard batches
-across ranks.
+Several processes (DDP): every rank iterates the same sampler (same seed), so every rank sees the same global
+batch at every step, and :class:`~tdnotebooks.finetuning.distributed.ShardedCollator` keeps each rank's rows
+of it: one bucket, one shape and one global batch size (for LRM) per step on all ranks.
+
+Compared with the reference code: ``len()`` is exact, and the sampler can resume mid-epoch.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torch
 
 from tdnotebooks.finetuning.planning import Bucket, BucketSpec, epoch_batches
 from tdnotebooks.padding import PaddingStats, padding_stats
-from tdnotebooks.validation import check_bool, check_int
+from tdnotebooks.validation import check_int
 
 __all__ = ["BucketSampler"]
 
@@ -46,15 +49,11 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
         settings: Algorithm 2's settings, the keyword arguments of
             :class:`~tdnotebooks.finetuning.planning.BucketSpec` (``bucket_width=5``, ``max_length``, ``hwcap``
             or ``token_budget``, ``base_batch_size=32``, ``scaling_factor=2.0``, ``batch_cap=True``,
-            ``rbm=True``, ``shuffle=True``, ``reachable_lengths``); the spec is kept as :attr:`spec`. With
+            ``rbm=True``, ``shuffle=True``, ``reachable_lengths``, ``rbm_by_reachable=True``); the spec is
+            kept as :attr:`spec`. With
             TokenDrop disabled nothing can be trimmed: do not pass reachable lengths then (each bucket
             would be sorted by length).
         seed: the batches of epoch ``e`` are ``epoch_batches(spec, seed=seed, epoch=e)``.
-        num_replicas, rank, drop_last: sharding. The epoch's batch list is padded by repeating its first
-            batches until its length is a multiple of ``num_replicas`` (as ``DistributedSampler`` does with
-            examples) or, with ``drop_last=True``, its last ``len % num_replicas`` batches are dropped; rank
-            ``r`` then takes batches ``r, r + R, r + 2R, ...``: every rank gets the same number of batches
-            (their sizes differ). The RBM residual batch is always kept.
 
     Example:
         >>> sampler = BucketSampler([3, 3, 7, 7, 7, 12], bucket_width=5, base_batch_size=2, seed=0)
@@ -63,16 +62,18 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
         [2, 4]
 
     .. warning:: Call :meth:`set_epoch` before each epoch: otherwise every epoch repeats epoch 0's batches
-       (and BatchCap never grows).
+       (and BatchCap never grows). The sampler does not shard: under DDP give every rank the same sampler and
+       shard each batch's rows with :class:`~tdnotebooks.finetuning.distributed.ShardedCollator`.
     """
 
-    def __init__(self, lengths: Sequence[int], *, seed: int = 0, num_replicas: int = 1, rank: int = 0,
-                 drop_last: bool = False, **settings: Any) -> None:
+    def __init__(self, lengths: Sequence[int], *, seed: int = 0, **settings: Any) -> None:
+        sharding = sorted({"num_replicas", "rank", "drop_last"} & set(settings))
+        if sharding:
+            raise ValueError(f"BucketSampler takes no {', '.join(sharding)}: it does not shard. Under DDP every rank "
+                             "iterates the same sampler and ShardedCollator(collate, num_replicas, rank) "
+                             "(tdnotebooks.finetuning.distributed) keeps each rank's rows of every global batch")
         self.spec = BucketSpec(lengths, **settings)
         self.seed = check_int("seed", seed)
-        self.num_replicas = check_int("num_replicas", num_replicas, 1)
-        self.rank = check_int("rank", rank, 0, self.num_replicas - 1)
-        self.drop_last = check_bool("drop_last", drop_last)
         self.epoch = 0
         self._start = 0  # where the next __iter__ begins (set by load_state_dict)
         self._position = 0  # batches of this epoch handed out so far (for state_dict)
@@ -104,7 +105,7 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
         return self.spec.batch_size(bucket, self.epoch if epoch is None else epoch)
 
     def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
-        """All batches of ``epoch`` (default: the current one) in order, before sharding across ranks."""
+        """All batches of ``epoch`` (default: the current one) in order."""
         epoch = self.epoch if epoch is None else check_int("epoch", epoch, 0)
         return [list(batch) for batch in self._batches(epoch)]
 
@@ -114,20 +115,9 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
             self._cache = (epoch, epoch_batches(self.spec, seed=self.seed, epoch=epoch))
         return self._cache[1]
 
-    def _rank_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's share: pad (or, with drop_last, trim) to a multiple of num_replicas, then stride."""
-        batches = self._batches(epoch)
-        replicas = self.num_replicas
-        if self.drop_last:
-            batches = batches[: len(batches) // replicas * replicas]
-        elif len(batches) % replicas:
-            extra = replicas - len(batches) % replicas
-            batches = batches + [batches[i % len(batches)] for i in range(extra)]
-        return batches[self.rank::replicas]
-
     def num_batches(self, epoch: int | None = None) -> int:
-        """Batches this rank yields in a whole ``epoch``: size LR schedules with the sum over epochs."""
-        return len(self._rank_batches(self.epoch if epoch is None else check_int("epoch", epoch, 0)))
+        """Batches in a whole ``epoch``: size LR schedules with the sum over epochs."""
+        return len(self._batches(self.epoch if epoch is None else check_int("epoch", epoch, 0)))
 
     def padding_stats(self, epoch: int | None = None) -> PaddingStats:
         """Real vs padded tokens of ``epoch`` when every batch is padded to its longest member."""
@@ -143,10 +133,10 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
 
     def __len__(self) -> int:
         """Exact number of batches the next iteration yields (the rest of the epoch after a resume)."""
-        return len(self._rank_batches(self.epoch)) - self._start
+        return len(self._batches(self.epoch)) - self._start
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._rank_batches(self.epoch)
+        batches = self._batches(self.epoch)
         start, self._start = self._start, 0
         self._position = start
         for batch in batches[start:]:
@@ -154,36 +144,32 @@ class BucketSampler(torch.utils.data.Sampler[list[int]]):
             yield list(batch)
 
     def _fingerprint(self) -> str:
-        config = (*self.spec.settings_key(), self.num_replicas, self.drop_last)
+        config = self.spec.settings_key()
         excess = self.spec.excess
         order = b"" if excess is None else b"reachable" + excess.tobytes()
         return hashlib.sha256(repr(config).encode() + self.spec.lengths.tobytes() + order).hexdigest()[:16]
 
     def state_dict(self, batches_done: int | None = None) -> dict[str, Any]:
-        """Where this rank is: epoch and batches already yielded in it, plus seed and config fingerprint.
+        """Where the sampler is: epoch and batches already yielded in it, plus seed and config fingerprint.
 
         A ``DataLoader`` with workers fetches batches ahead of the training loop, so the sampler's count
         can run ahead of the steps actually taken; pass the loop's own count as ``batches_done`` then.
         """
         done = self._position if batches_done is None else check_int("batches_done", batches_done, 0)
-        return {"epoch": self.epoch, "batches_yielded": done, "seed": self.seed, "rank": self.rank,
-                "num_replicas": self.num_replicas, "fingerprint": self._fingerprint()}
+        return {"epoch": self.epoch, "batches_yielded": done, "seed": self.seed, "fingerprint": self._fingerprint()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume: the next iteration yields exactly the batches of ``state["epoch"]`` not yet yielded."""
-        missing = {"epoch", "batches_yielded", "seed", "rank", "num_replicas", "fingerprint"} - set(state)
+        missing = {"epoch", "batches_yielded", "seed", "fingerprint"} - set(state)
         if missing:
             raise ValueError(f"state is missing {sorted(missing)}; pass what state_dict() returned")
         if state["seed"] != self.seed:
             raise ValueError(f"state was saved with seed={state['seed']}, this sampler has seed={self.seed}")
-        if (state["num_replicas"], state["rank"]) != (self.num_replicas, self.rank):
-            raise ValueError(f"state was saved by rank {state['rank']} of {state['num_replicas']}, this "
-                             f"sampler is rank {self.rank} of {self.num_replicas}")
         if state["fingerprint"] != self._fingerprint():
             raise ValueError("state was saved by a sampler with other lengths or settings (bucket_width, "
                              "max_length, hwcap/token_budget, base_batch_size, scaling_factor, batch_cap, "
-                             "rbm, shuffle, drop_last, reachable_lengths): its batches would differ")
+                             "rbm, shuffle, reachable_lengths, rbm_by_reachable): its batches would differ")
         epoch = check_int("state['epoch']", state["epoch"], 0)
-        total = len(self._rank_batches(epoch))
+        total = len(self._batches(epoch))
         done = check_int("state['batches_yielded']", state["batches_yielded"], 0, total)
         self.epoch, self._start, self._position = epoch, done, done

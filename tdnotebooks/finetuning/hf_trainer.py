@@ -2,22 +2,30 @@
 
     trainer = BucketTrainer(model=model, args=TrainingArguments(...), train_dataset=train, eval_dataset=dev,
                             td_config=FinetuneConfig(method="tokendrop_bucket", base_batch_size=32))
-    trainer.train()
+    trainer.train()                       # also: torchrun --nproc_per_node N, resume_from_checkpoint=...
 
 What changes compared with a plain ``Trainer`` (and nothing else):
 
 - the training batches come from :func:`tdnotebooks.finetuning.train.make_batching` (BucketSampler with HWCap,
-  BatchCap and RBM; TokenDrop collators), re-planned every epoch through ``set_epoch``;
-- the LR schedule is sized with the exact number of optimizer steps of all epochs (with BatchCap the
-  later epochs have fewer, larger batches, so ``len(dataloader) * epochs`` would be wrong);
-- LRM: at each optimizer step every group's lr is scaled by ``sqrt(examples in the step / base batch size)``
-  and restored right after the step, so the scheduler never sees (or compounds) the factor;
+  BatchCap and RBM; TokenDrop collators), re-planned every epoch (sampler *and* TokenDrop collator);
+- every epoch has its own number of steps (BatchCap makes later epochs shorter): the LR schedule is sized
+  with the exact total (or ``max_steps``), and a run resumed from a checkpoint finds its epoch and batch
+  from the per-epoch counts, so it continues exactly where it stopped;
+- several processes: one global batch per step, its rows split across the ranks
+  (:class:`~tdnotebooks.finetuning.distributed.ShardedCollator`), the loss normalised by the examples of the
+  whole optimizer step (all ranks, all accumulated micro-batches);
+- LRM: at each optimizer step every group's lr is scaled by ``sqrt(examples in the step / (base batch size x
+  gradient_accumulation_steps))`` and restored right after the step, so the scheduler never sees the factor;
 - with TokenDrop, training runs with the paper's lower dropout (:func:`tdnotebooks.finetuning.train.tokendrop_dropout_rate`),
   and the model's own rates are restored when ``train`` returns.
 
 ``train_dataset`` must come from :func:`tdnotebooks.finetuning.tokendrop.prepare` (it needs ``length``, and
-``stopword_spans``/``idx`` for TokenDrop). Variable-size batches and gradient accumulation do not mix in
-``Trainer`` (it sizes epochs once), so ``gradient_accumulation_steps`` must be 1 for the bucket methods.
+``stopword_spans``/``idx`` for TokenDrop). The batching follows ``td_config`` (its ``base_batch_size``, not
+``per_device_train_batch_size``, which only sets the default ``td_config``).
+
+Warning: this subclass overrides two internal methods of ``Trainer`` (``_run_epoch`` and
+``_init_training_state``, transformers 5.x) to give every epoch its own length; a test fails loudly if a
+transformers release renames them.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
+from tdnotebooks.finetuning.distributed import ShardedCollator, example_losses
 from tdnotebooks.finetuning.lrm import lr_factor
 from tdnotebooks.finetuning.train import (
     Batching,
@@ -56,38 +66,45 @@ class _LRMCallback(TrainerCallback):
         self._clean: list[float] = []
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-        factor = lr_factor(max(1, self.trainer.examples_in_step), self.trainer.td_config.base_batch_size)
+        nominal = self.trainer.td_config.base_batch_size * args.gradient_accumulation_steps
+        factor = lr_factor(max(1, self.trainer.examples_in_step), nominal)
         self._clean = [group["lr"] for group in optimizer.param_groups]
         for group in optimizer.param_groups:
             group["lr"] *= factor
-        self.trainer.last_lr_factor = factor
+        self.trainer.lr_factors.append(factor)
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         for group, lr in zip(optimizer.param_groups, self._clean, strict=True):
             group["lr"] = lr
-        self.trainer.examples_in_step = 0
 
 
 class BucketTrainer(Trainer):
-    """``transformers.Trainer`` with BucketSampler/TokenDrop batching and Learning Rate Modulation."""
+    """``transformers.Trainer`` with BucketSampler/TokenDrop batching and Learning Rate Modulation.
+
+    Args:
+        td_config: the batching (``method``, bucket settings, TokenDrop, LRM, dropout); default
+            ``FinetuneConfig(method="bucket", base_batch_size=args.per_device_train_batch_size)``. Its
+            optimizer settings (lr, epochs, ...) are not used: ``TrainingArguments`` sets those.
+        *args, **kwargs: as for ``Trainer``.
+
+    After training, :attr:`lr_factors` holds the LRM factor of every optimizer step.
+    """
 
     def __init__(self, *args: Any, td_config: FinetuneConfig | None = None, **kwargs: Any) -> None:
         if td_config is not None and not isinstance(td_config, FinetuneConfig):
             raise ValueError(f"td_config must be None or a FinetuneConfig, got {type(td_config).__name__}")
         super().__init__(*args, **kwargs)
         if self.train_dataset is None or "length" not in self.train_dataset.column_names:
-            raise ValueError("train_dataset must be tokenized with a 'length' column (use tdnotebooks.finetuning.tokendrop.prepare)")
+            raise ValueError("train_dataset must be tokenized with a 'length' column (use "
+                             "tdnotebooks.finetuning.tokendrop.prepare)")
         self.td_config = td_config or FinetuneConfig(method="bucket",
                                                      base_batch_size=self.args.per_device_train_batch_size)
         tokenizer = self.processing_class
         pad_id = getattr(tokenizer, "pad_token_id", None)
         self.batching: Batching = make_batching(self.td_config, self.train_dataset, pad_id or 0)
-        if self.batching.variable_batch_size and self.args.gradient_accumulation_steps != 1:
-            raise ValueError("gradient_accumulation_steps must be 1 with a bucket method: Trainer sizes epochs "
-                             f"once, but BatchCap changes the number of batches per epoch (got "
-                             f"{self.args.gradient_accumulation_steps})")
-        self.examples_in_step = 0
-        self.last_lr_factor: float | None = None
+        self.loss_is_scaled_for_ga = True  # compute_loss normalises by the examples of the whole step
+        self.examples_in_step = 0  # N of the optimizer step being run: all ranks, all micro-batches
+        self.lr_factors: list[float] = []
         if self.td_config.lrm and self.batching.variable_batch_size:
             self.add_callback(_LRMCallback(self))
 
@@ -112,23 +129,80 @@ class BucketTrainer(Trainer):
             self._dropout_saved = set_dropout(model, self.train_dropout)
         return model
 
+    # -- Batches: one global batch per step, this rank's rows of it ------------------------------------
+
     def get_train_dataloader(self) -> DataLoader:
-        # Trainer reads len() once, as the steps of every epoch: give it epoch 0's, the longest (BatchCap
-        # only shrinks later epochs); a later, shorter epoch simply runs out of batches early.
         self.batching.set_epoch(0)
-        loader = _EpochLoader(self.train_dataset, batch_sampler=self.batching.batch_sampler,
-                              collate_fn=self.batching.collate, num_workers=0)
+        collate = ShardedCollator(self.batching.collate, self.args.world_size, self.args.process_index)
+        loader = _EpochLoader(self.train_dataset, batch_sampler=self.batching.batch_sampler, collate_fn=collate,
+                              num_workers=0, generator=torch.Generator())
         loader.batching = self.batching
         return loader
 
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
+        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self.examples_in_step = sum(int(batch["global_batch_size"]) for batch in batch_samples)
+        return batch_samples, num_items
+
+    def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """Training batches: sum of this rank's per-example losses x world size / examples in the step, so that
+        DDP's gradient mean is the gradient of the mean over the step. Evaluation: ``Trainer``'s own."""
+        if "example_weight" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        weight, labels = inputs.pop("example_weight"), inputs.pop("labels")
+        inputs.pop("global_batch_size")
+        outputs = model(**inputs)
+        losses = example_losses(outputs.logits, labels, self.accelerator.unwrap_model(model).config)
+        loss = (weight * losses).sum() * self.args.world_size / self.examples_in_step
+        return (loss, outputs) if return_outputs else loss
+
+    # -- Epochs of different lengths -------------------------------------------------------------------
+
+    def update_steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps of ``epoch``: its batches over ``gradient_accumulation_steps``, rounded up."""
+        return math.ceil(self.batching.num_batches(epoch) / self.args.gradient_accumulation_steps)
+
     def total_optimizer_steps(self) -> int:
-        """Exact number of optimizer steps over all epochs (BatchCap makes later epochs shorter)."""
-        epochs = math.ceil(self.args.num_train_epochs)
-        return sum(self.batching.num_batches(e) for e in range(epochs))
+        """Exact number of optimizer steps of the run: ``max_steps`` if set, else all epochs' steps."""
+        if self.args.max_steps > 0:
+            return self.args.max_steps
+        return sum(self.update_steps_in_epoch(e) for e in range(math.ceil(self.args.num_train_epochs)))
 
-    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
-        return super().create_scheduler(self.total_optimizer_steps(), optimizer)
+    def _epochs_for(self, steps: int) -> int:
+        """How many epochs it takes to run ``steps`` optimizer steps."""
+        epochs = 0
+        while steps > 0:
+            steps -= self.update_steps_in_epoch(epochs)
+            epochs += 1
+        return epochs
 
-    def training_step(self, model: Any, inputs: dict, num_items_in_batch: Any = None) -> Any:
-        self.examples_in_step += int(inputs["input_ids"].shape[0])
-        return super().training_step(model, inputs, num_items_in_batch)
+    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple:
+        values = list(super().set_initial_training_values(args, dataloader))
+        max_steps = self.total_optimizer_steps()
+        values[0] = self._epochs_for(max_steps)  # num_train_epochs
+        values[-1] = max_steps
+        return tuple(values)
+
+    def _init_training_state(self, max_steps: int, num_update_steps_per_epoch: int, num_train_epochs: int,
+                             resume_from_checkpoint: Any, trial: Any) -> tuple[int, int]:
+        epochs_trained, steps_trained = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial)
+        if resume_from_checkpoint is not None and self.state.global_step > 0:  # Trainer assumed equal epochs
+            remaining, epochs_trained = self.state.global_step, 0
+            while remaining >= self.update_steps_in_epoch(epochs_trained):
+                remaining -= self.update_steps_in_epoch(epochs_trained)
+                epochs_trained += 1
+            steps_trained = 0 if self.args.ignore_data_skip else remaining * self.args.gradient_accumulation_steps
+        return epochs_trained, steps_trained
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        if "epoch" not in kwargs:
+            raise RuntimeError("BucketTrainer expects Trainer._run_epoch(epoch=..., ...) with keyword arguments "
+                               "(transformers 5.x); this transformers version calls it differently")
+        epoch = kwargs["epoch"]
+        self.batching.set_epoch(epoch)  # the sampler and the TokenDrop collator, also on a resumed epoch
+        kwargs["steps_in_epoch"] = self.batching.num_batches(epoch)
+        kwargs["num_update_steps_per_epoch"] = self.update_steps_in_epoch(epoch)
+        return super()._run_epoch(*args, **kwargs)

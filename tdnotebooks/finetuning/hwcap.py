@@ -21,7 +21,7 @@ import torch
 
 from tdnotebooks.validation import check_int, check_number
 
-__all__ = ["profile_hwcap"]
+__all__ = ["measure_peak_memory", "profile_hwcap"]
 
 
 def _largest_fitting_batch(measure: Callable[[int], int | None], memory_limit: float, probe_batch: int,
@@ -71,7 +71,7 @@ def _train_step(model: torch.nn.Module, batch: int, length: int, vocab_size: int
     loss.backward()
 
 
-def _measure_peak(model: torch.nn.Module, batch: int, length: int, vocab_size: int, device: torch.device,
+def measure_peak_memory(model: torch.nn.Module, batch: int, length: int, vocab_size: int, device: torch.device,
                   amp_dtype: torch.dtype | None) -> int | None:
     """Peak allocated bytes of one forward + backward (gradients included); None if it ran out of memory."""
     model.zero_grad(set_to_none=True)
@@ -149,7 +149,7 @@ def profile_hwcap(
     try:
         for length in sorted(set(lengths)):
             def measure(batch: int, length: int = length) -> int | None:
-                return _measure_peak(model, batch, length, vocab_size, device, amp_dtype)
+                return measure_peak_memory(model, batch, length, vocab_size, device, amp_dtype)
 
             cap = _largest_fitting_batch(measure, memory_limit, probe_batch, ceiling)
             if cap == 0:

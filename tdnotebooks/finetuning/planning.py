@@ -5,6 +5,10 @@ similar length (lines 19-23); batches are cut from one bucket at a time (lines 2
 that grows over the epochs up to what the hardware holds (BatchCap, lines 1-4); the leftovers of all
 buckets are merged into as few batches as possible (Residual Batch Merging, lines 5-17).
 
+With TokenDrop (``reachable_lengths``) the merging is TokenDrop-aware by default (``rbm_by_reachable``,
+:func:`merge_by_reachable`): a merged batch gathers examples that can all be trimmed to one common width,
+so the collator trims it instead of padding it, on any length distribution.
+
 This module only plans: :class:`BucketSpec` checks the lengths and settings once and sorts the examples
 into buckets; :func:`epoch_batches` turns a spec, a seed and an epoch into that epoch's list of batches
 (lists of example indices), the same list every time. :class:`~tdnotebooks.finetuning.bucketing.BucketSampler`
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -34,7 +39,8 @@ import torch
 
 from tdnotebooks.validation import check_bool, check_int, check_number
 
-__all__ = ["Bucket", "BucketSpec", "bucket_upper_lengths", "epoch_batches", "merge_residual_batches"]
+__all__ = ["WIDEN_PADDING", "Bucket", "BucketSpec", "bucket_upper_lengths", "epoch_batches", "merge_by_reachable",
+           "merge_residual_batches"]
 
 
 def _as_array(values: Sequence[int]) -> np.ndarray:
@@ -146,6 +152,15 @@ class BucketSpec:
         reachable_lengths: None (Algorithm 2 exactly), or for TokenDrop + BucketSampler the length each
             example can be trimmed to (its length minus all its droppable stopword tokens,
             :func:`tdnotebooks.finetuning.tokendrop.reachable_lengths`); see :func:`epoch_batches`.
+        rbm_by_reachable: with ``reachable_lengths`` and ``rbm``: merge the residuals, and every member that
+            cannot be trimmed to its bucket's floor, by the widths they can be trimmed to
+            (:func:`merge_by_reachable`) instead of in bucket order (lines 5-17). Ignored without
+            ``reachable_lengths``. False: Algorithm 2's merging (and batches) with TokenDrop too.
+
+    .. warning:: Pass ``reachable_lengths`` only when the collator trims with the same TokenDrop
+       (``TokenDropBucketCollator(trim_to="reachable")``, as ``finetune`` does): the merged batches then
+       span many lengths and are padding-free only because the collator trims them. Padded by a plain
+       collator they would pad more than Algorithm 2's.
 
     Example:
         >>> spec = BucketSpec([3, 7, 12], bucket_width=5, token_budget=60)
@@ -167,6 +182,7 @@ class BucketSpec:
         rbm: bool = True,
         shuffle: bool = True,
         reachable_lengths: Sequence[int] | None = None,
+        rbm_by_reachable: bool = True,
     ) -> None:
         self.lengths = _check_lengths(lengths)
         self.bucket_width = check_int("bucket_width", bucket_width, 1)
@@ -186,6 +202,7 @@ class BucketSpec:
             raise ValueError("batch_cap=False makes HWCap the only limit, so hwcap (for every bucket) or "
                              "token_budget must be given")
         self.rbm = check_bool("rbm", rbm)
+        self.rbm_by_reachable = check_bool("rbm_by_reachable", rbm_by_reachable)
         self.shuffle = check_bool("shuffle", shuffle)
 
         # Lines 19-23: bucket members, kept in index order (the per-epoch shuffle permutes them).
@@ -239,7 +256,7 @@ class BucketSpec:
     def settings_key(self) -> tuple:
         """The settings that decide the batches, for fingerprints (lengths and reachable lengths come apart)."""
         return (self.bucket_width, self.max_length, tuple(self.hwcaps), self.base_batch_size, self.scaling_factor,
-                self.batch_cap, self.rbm, self.shuffle)
+                self.batch_cap, self.rbm, self.shuffle, self.rbm_by_reachable)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -273,6 +290,82 @@ def merge_residual_batches(residuals: Sequence[tuple[Sequence[int], int]]) -> li
     return merged
 
 
+# Widening a merged batch that cannot be filled at its width may pad it by at most this share of its slots.
+WIDEN_PADDING = 0.0025
+
+
+def merge_by_reachable(pool: Sequence[int], lengths: Sequence[int], reachable: Sequence[int],
+                       batch_sizes: Sequence[int], bucket_width: int,
+                       widen_padding: float = WIDEN_PADDING) -> list[list[int]]:
+    """TokenDrop-aware Residual Batch Merging: batches of ``pool`` that the collator trims instead of pads.
+
+    Example ``i`` fits in a batch of width ``w`` without padding when ``reachable[i] <= w <= lengths[i]``:
+    TokenDrop cuts it down to ``w`` (``TokenDropBucketCollator(trim_to="reachable")`` trims a batch to
+    ``max(shortest length, largest reachable length)``). Algorithm 2 merges residuals in bucket order, which
+    ignores this: a merged batch spans several buckets and its shorter members are padded up to what its
+    stopword-poor members can reach. Here, batch after batch:
+
+    1. the shortest example left sets the width ``w`` (its length: the widest it can take unpadded);
+    2. examples that can be trimmed to ``w`` join by increasing length (the least trimmed first), then by
+       increasing reachable length, ties in ``pool`` order, until the batch holds the batch size of its
+       longest member's bucket (``batch_sizes[lengths[i] // bucket_width]``, as in lines 8-15): its HWCap
+       (rows and, with a token budget, tokens at its longest length) and BatchCap always hold;
+    3. when no example left can be trimmed to ``w`` and the batch is not full, ``w`` widens to the smallest
+       reachable length left, but only while the padding this costs (members shorter than ``w``) stays
+       within ``widen_padding`` of the batch's slots; otherwise the batch is closed as it is.
+
+    Every example of ``pool`` lands in exactly one batch. Batches are never larger than Algorithm 2's, and
+    may be smaller (more batches) where no example can be trimmed to a width; step 3 bounds how many.
+
+    Args:
+        pool: the example indices to merge, in the order ties keep (shuffled, for random batches).
+        lengths, reachable: per example (indexed by the entries of ``pool``), its length and the shortest
+            length TokenDrop can trim it to (``reachable <= length``).
+        batch_sizes: the epoch's batch size of every bucket (BatchCap and HWCap, line 28).
+        bucket_width: bucket ``k`` holds lengths ``[k*w, (k+1)*w)``.
+        widen_padding: the padding, as a share of a batch's slots, a batch may take on to grow (0: none).
+
+    Example:
+        >>> lengths = [10, 12, 12, 14, 30]
+        >>> reachable = [10, 9, 12, 12, 29]
+        >>> merge_by_reachable(range(5), lengths, reachable, batch_sizes=[4] * 7, bucket_width=5)
+        [[0, 1], [2, 3], [4]]
+    """
+    order = sorted((int(i) for i in pool), key=lambda i: int(reachable[i]))  # stable: ties keep pool order
+    queues: dict[int, deque[int]] = {}  # per length, in increasing reachable length
+    for i in order:
+        queues.setdefault(int(lengths[i]), deque()).append(i)
+    merged: list[list[int]] = []
+    left = len(order)
+    while left:
+        sizes = sorted(size for size, queue in queues.items() if queue)
+        width, batch, longest = sizes[0], [], -1  # step 1; longest: the bucket of the longest member
+        while True:
+            taken, top, full = [], longest, False
+            for size in sizes:  # step 2
+                queue = queues[size]
+                while queue and reachable[queue[0]] <= width:
+                    if len(batch) + len(taken) >= batch_sizes[max(top, size // bucket_width)]:
+                        full = True  # full for the longest bucket it would hold (lines 8-15)
+                        break
+                    taken.append(queue.popleft())
+                    top = max(top, size // bucket_width)
+                if full:
+                    break
+            padding = sum(max(0, width - int(lengths[i])) for i in batch + taken)
+            if not taken or padding > widen_padding * width * (len(batch) + len(taken)):
+                for i in reversed(taken):  # step 3 refused: put them back, close the batch
+                    queues[int(lengths[i])].appendleft(i)
+                break
+            batch, longest = batch + taken, top
+            if full or len(batch) == left:
+                break
+            width = min(int(reachable[queues[size][0]]) for size in sizes if queues[size])  # step 3
+        left -= len(batch)
+        merged.append(batch)
+    return merged
+
+
 # ---------------------------------------------------------------------------------------------------
 # One epoch (Algorithm 2, lines 24-34)
 # ---------------------------------------------------------------------------------------------------
@@ -294,10 +387,11 @@ def epoch_batches(spec: BucketSpec, *, seed: int, epoch: int) -> list[list[int]]
 
     With ``spec.reachable_lengths``, the members of each bucket that can be trimmed down to the bucket's
     floor keep Algorithm 2's random order and the few that cannot (too few stopwords) move behind them,
-    ordered by how far above the floor they stay (a stable sort after the shuffle, so ties stay random):
-    they then share batches among themselves instead of making a batch of trimmable ones wait in padding at
-    their width. Because they come last, a bucket's residual holds them first. Buckets, batch sizes, the
-    number of batches and the merging rule stay Algorithm 2's.
+    ordered by how far above the floor they stay (a stable sort after the shuffle, so ties stay random).
+    With ``spec.rbm_by_reachable`` (the default) too, full batches are cut from the trimmable members only,
+    and everything else (their leftovers and every member that cannot reach the floor) is merged by
+    :func:`merge_by_reachable` into batches the collator can trim to one width. Without it they share the
+    bucket's last batches and the residual, and the merging rule stays Algorithm 2's.
 
     Example:
         >>> spec = BucketSpec([1, 1, 1, 2, 2, 3, 4, 5, 5, 6], bucket_width=2, hwcap=[2, 4, 2, 1], shuffle=False)
@@ -306,21 +400,29 @@ def epoch_batches(spec: BucketSpec, *, seed: int, epoch: int) -> list[list[int]]
     """
     seed, epoch = check_int("seed", seed), check_int("epoch", epoch, 0)
     g = _generator(seed, epoch)
+    by_reachable = spec.rbm and spec.rbm_by_reachable and spec.excess is not None
+    batch_sizes = [spec._batch_size(bucket, epoch) for bucket in range(spec.num_buckets)]  # line 28
     batches: list[list[int]] = []
     residuals: list[tuple[list[int], int]] = []
     for bucket, indices in enumerate(spec.members):
         members = torch.from_numpy(indices)
         if spec.shuffle and len(members) > 1:  # line 27
             members = members[torch.randperm(len(members), generator=g)]
+        batch_size = batch_sizes[bucket]
         if spec.excess is not None and len(members) > 1:  # stable sort: ties keep the shuffle
             excess = torch.from_numpy(spec.excess[members.numpy()])
             members = members[torch.sort(excess, stable=True).indices]
-        batch_size = spec._batch_size(bucket, epoch)  # line 28
-        n_full = len(members) // batch_size * batch_size
-        if n_full:  # lines 29-32
+        # Lines 29-32; with rbm_by_reachable only the members that reach the floor make full batches.
+        ready = int((spec.excess[members.numpy()] == 0).sum()) if by_reachable else len(members)
+        n_full = ready // batch_size * batch_size
+        if n_full:
             batches.extend(chunk.tolist() for chunk in members[:n_full].split(batch_size))
         residuals.append((members[n_full:].tolist(), batch_size))  # line 33
-    if spec.rbm:  # line 34
+    if by_reachable:
+        pool = [i for residual, _ in residuals for i in residual]
+        batches.extend(merge_by_reachable(pool, spec.lengths, spec.reachable_lengths, batch_sizes,
+                                          spec.bucket_width))
+    elif spec.rbm:  # line 34
         batches.extend(merge_residual_batches(residuals))
     else:
         batches.extend(residual for residual, _ in residuals if residual)

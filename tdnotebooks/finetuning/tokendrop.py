@@ -457,8 +457,20 @@ class TokenDrop:
 def reachable_lengths(data: Any, token_drop: TokenDrop) -> list[int]:
     """:meth:`TokenDrop.reachable_length` of every example of a :func:`prepare`-d split, in row order.
 
-    Pass it as ``BucketSampler(reachable_lengths=...)`` so that examples with too few stopwords to be trimmed
-    to their bucket's lower bound share batches (see :class:`~tdnotebooks.finetuning.bucketing.BucketSampler`).
+    Pass it as ``BucketSampler(reachable_lengths=...)`` (or ``BucketSpec``) with the same TokenDrop in a
+    ``TokenDropBucketCollator(trim_to="reachable")``: full batches are then cut from the examples that can be
+    trimmed to their bucket's floor, and everything else is merged into batches the collator can trim to one
+    width (:func:`tdnotebooks.finetuning.planning.merge_by_reachable`).
+
+    Example:
+        >>> td = TokenDrop(mode="to_length", seed=0)                                  # doctest: +SKIP
+        >>> sampler = BucketSampler(train["length"], token_budget=4096,
+        ...                         reachable_lengths=reachable_lengths(train, td))   # doctest: +SKIP
+        >>> loader = DataLoader(train, batch_sampler=sampler,
+        ...                     collate_fn=TokenDropBucketCollator(td, pad_id, trim_to="reachable"))  # doctest: +SKIP
+
+    Warning: the lengths must come from the TokenDrop the collator uses (same ``keep_pronouns``,
+    ``enabled``): the sampler plans widths that only that collator can reach.
     """
     if not isinstance(token_drop, TokenDrop):
         raise ValueError(f"token_drop must be a TokenDrop, got {type(token_drop).__name__}")
@@ -562,8 +574,11 @@ class TokenDropBucketCollator(_DropAndPadCollator):
     stopwords to get down to the shortest length, the batch is as wide as that sequence anyway, so the
     others were trimmed further than needed and are padded back up. ``trim_to="reachable"`` trims to
     max(shortest length, the longest of "length minus all stopword tokens"): no wider a batch, fewer
-    tokens dropped, and padding only from multi-token words that overshoot (the measured padding of both
-    targets is in BENCHMARKS.md and notebook 03).
+    tokens dropped, and padding only from multi-token words that overshoot and from members shorter than
+    that width. A BucketSampler given this TokenDrop's ``reachable_lengths`` plans its batches so that no
+    member is shorter than the width (except for a small allowance, see
+    :func:`~tdnotebooks.finetuning.planning.merge_by_reachable`), merged residual batches included: that is
+    what keeps padding near zero on any length distribution (measured figures: BENCHMARKS.md, notebook 03).
 
     Args:
         token_drop: a ``TokenDrop(mode="to_length")``; its seed and the epoch (:meth:`set_epoch`) fix the drops.
@@ -576,7 +591,9 @@ class TokenDropBucketCollator(_DropAndPadCollator):
         >>> loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate)   # doctest: +SKIP
 
     Warning: call :meth:`set_epoch` at the start of every epoch, as with ``DistributedSampler``: the dropped
-    subset depends on the epoch, and a collator left at another epoch drops other words.
+    subset depends on the epoch, and a collator left at another epoch drops other words. And with merged
+    batches planned from reachable lengths, use ``trim_to="reachable"``: ``"shortest"`` trims such a batch
+    below what its stopword-poor members can reach and pads them.
     """
 
     required_mode = "to_length"

@@ -10,10 +10,12 @@ Methods (``FinetuneConfig.method``):
 - ``"group_by_length"``: Hugging Face's ``LengthGroupedSampler`` (Trainer's ``group_by_length``);
 - ``"bucket"``: BucketSampler (buckets, HWCap, BatchCap, RBM) + LRM, padded to the batch's longest;
 - ``"tokendrop_bucket"``: BucketSampler + Algorithm 3 (trim to the batch's shortest by dropping stopwords).
-  By default the few examples with too few stopwords to reach their bucket's lower bound are batched
-  together (``order_by_reachable``, see ``BucketSampler(reachable_lengths=...)``) and each batch is trimmed
-  only as far as its members can go (``trim_to="reachable"``), which keeps padding near zero;
-  ``order_by_reachable=False, trim_to="shortest"`` is Algorithms 2 and 3 exactly as written.
+  By default full batches are cut only from examples that can be trimmed to their bucket's floor, all other
+  examples (the stopword-poor ones and the buckets' leftovers) are merged by the width they can be trimmed
+  to (``order_by_reachable``, ``rbm_by_reachable``; see :mod:`tdnotebooks.finetuning.planning`), and each
+  batch is trimmed only as far as its members can go (``trim_to="reachable"``): padding stays near zero on
+  any length distribution. ``order_by_reachable=False, trim_to="shortest"`` is Algorithms 2 and 3 exactly
+  as written.
 
 ``token_drop_rate > 0`` adds TokenDrop at a global rate (Algorithm 1) to ``"random"`` (and to
 ``"group_by_length"``): the regularizer on its own.
@@ -26,10 +28,11 @@ and ``BucketTrainer`` do the same (``tokendrop_dropout="paper"``) and restore th
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -79,6 +82,8 @@ class FinetuneConfig:
     keep_pronouns: bool = False
     trim_to: str = "reachable"        # Algorithm 3 target: "shortest" (as written) or "reachable" (see tokendrop)
     order_by_reachable: bool = True   # tokendrop_bucket: batch stopword-poor examples together (see BucketSampler)
+    rbm_by_reachable: bool = True     # tokendrop_bucket: merge leftovers by the width they can be trimmed to
+                                      # (planning.merge_by_reachable); False: Algorithm 2's RBM
     tokendrop_dropout: float | str | None = "paper"  # dropout while TokenDrop is on; see tokendrop_dropout_rate
     freeze_embeddings: bool = False   # keep word embeddings fixed: a much cheaper optimizer step on CPU
     grad_accum_steps: int = 1
@@ -88,6 +93,10 @@ class FinetuneConfig:
     device: str | None = None
     amp: bool = True                  # autocast on CUDA (bf16 where supported); ignored on CPU
     progress: bool = True
+    checkpoint_dir: str | None = None  # where checkpoints go (a folder; created, checked before step 0)
+    checkpoint_every: int | None = None  # optimizer steps between checkpoints (and one at the end); None: none
+    keep_checkpoints: int | None = None  # keep only the newest N (None: all)
+    resume: bool = False              # go on from the newest checkpoint of checkpoint_dir, exactly
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -103,10 +112,19 @@ class FinetuneConfig:
         check_number("scaling_factor", self.scaling_factor, low=1)  # BucketSampler's range
         check_number("token_drop_rate", self.token_drop_rate, low=0, high=1)
         check_number("warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True)
-        for name in ("batch_cap", "rbm", "lrm", "keep_pronouns", "order_by_reachable", "freeze_embeddings", "amp",
-                     "progress"):
+        for name in ("batch_cap", "rbm", "lrm", "keep_pronouns", "order_by_reachable", "rbm_by_reachable",
+                     "freeze_embeddings", "amp", "progress", "resume"):
             check_bool(name, getattr(self, name))
         check_choice("trim_to", self.trim_to, TRIM_TARGETS)
+        for name in ("checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), low=1)
+        if self.checkpoint_dir is not None:
+            if not isinstance(self.checkpoint_dir, (str, os.PathLike)):
+                raise ValueError(f"checkpoint_dir must be None or a folder path, got {self.checkpoint_dir!r}")
+            self.checkpoint_dir = os.fspath(self.checkpoint_dir)
+        if (self.checkpoint_every is not None or self.resume) and self.checkpoint_dir is None:
+            raise ValueError("checkpoint_every and resume=True need checkpoint_dir (a folder), got checkpoint_dir=None")
         if self.device is not None and not isinstance(self.device, str):
             raise ValueError(f"device must be None (automatic) or a str such as 'cpu' or 'cuda', got {self.device!r}")
         dropout = self.tokendrop_dropout
@@ -222,7 +240,8 @@ def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batc
         sampler: Any = BucketSampler(lengths=lengths, bucket_width=config.bucket_width,
                                      token_budget=config.token_budget, base_batch_size=config.base_batch_size,
                                      scaling_factor=config.scaling_factor, batch_cap=config.batch_cap,
-                                     rbm=config.rbm, seed=config.seed, reachable_lengths=reachable)
+                                     rbm=config.rbm, seed=config.seed, reachable_lengths=reachable,
+                                     rbm_by_reachable=config.rbm_by_reachable)
     elif config.method == "group_by_length":
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -279,105 +298,312 @@ def _collator_counts(collate: Any) -> tuple[int, int, int]:
     return stats.real_tokens, stats.slot_tokens, stats.num_batches
 
 
-def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfig | None = None, *,
-             pad_token_id: int = 0, callbacks: Sequence[FinetuneCallback] = (), **overrides: Any
-             ) -> FinetuneHistory:
-    """Fine-tune a sequence classifier on ``train`` and evaluate on ``dev`` after every epoch.
+# Settings a resumed run may change; every other FinetuneConfig field must equal the checkpoint's.
+RESUME_MAY_DIFFER = ("progress", "eval_batch_size", "device", "checkpoint_dir", "checkpoint_every",
+                     "keep_checkpoints", "resume")
+SPLIT_COLUMNS = ("input_ids", "length", "label")
 
-    ``train``/``dev``: splits from :func:`tdnotebooks.finetuning.tokendrop.prepare` (``input_ids``, ``length``,
-    ``stopword_spans``, ``idx``, ``label``). Keyword overrides replace config fields
-    (``finetune(model, train, dev, method="bucket", epochs=2)``). AdamW, linear warm-up and decay over
-    the exact number of optimizer steps of all epochs, LRM on variable-size batches, AMP on CUDA, the
-    paper's lower dropout while TokenDrop is on (:func:`tokendrop_dropout_rate`; recorded in
-    ``history.config["train_dropout"]``, None = the model's own). ``callbacks``: :class:`FinetuneCallback`
-    instances that observe the run.
+
+def _check_split(name: str, split: Any) -> None:
+    """A non-empty split made by :func:`~tdnotebooks.finetuning.tokendrop.prepare` (or with its columns)."""
+    columns = getattr(split, "column_names", None)
+    if columns is None:
+        raise ValueError(f"{name} must be a datasets.Dataset made by tdnotebooks.finetuning.prepare, got "
+                         f"{type(split).__name__}")
+    missing = [c for c in SPLIT_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"{name} is missing the columns {missing} (it has {columns}); prepare it first: "
+                         f"{name} = tdnotebooks.finetuning.prepare({name}, tokenizer)")
+    if len(split) == 0:
+        raise ValueError(f"{name} is empty: fine-tuning needs at least one example")
+
+
+def _data_fingerprint(train: Any) -> str:
+    """Which examples in which order, by length: a resumed run must see the same training split."""
+    import hashlib
+
+    return hashlib.sha256(np.asarray(train["length"], dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _optimizer_steps(batches: list, grad_accum_steps: int) -> list[list]:
+    """An epoch's batches grouped into optimizer steps of ``grad_accum_steps`` micro-batches; the last step
+    takes what is left (it is stepped too)."""
+    return [batches[i:i + grad_accum_steps] for i in range(0, len(batches), grad_accum_steps)]
+
+
+@dataclass
+class _EpochTally:
+    """What an epoch record sums, carried across a resume inside the epoch."""
+
+    loss_sum: float = 0.0      # sum over optimizer steps of (mean loss of the step x its examples)
+    examples: int = 0
+    seconds: float = 0.0
+    real_tokens: int = 0
+    slot_tokens: int = 0
+    num_batches: int = 0
+
+
+def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfig | None = None, *,
+             pad_token_id: int = 0, callbacks: Sequence[FinetuneCallback] = (), stop_after: int | None = None,
+             **overrides: Any) -> FinetuneHistory:
+    """Fine-tune a sequence classifier on ``train`` and evaluate on ``dev`` after every epoch (notebook 03).
+
+    Args:
+        model: a Hugging Face sequence classifier; trained in place (with ``resume=True`` its weights are
+            replaced by the checkpoint's).
+        train, dev: splits from :func:`tdnotebooks.finetuning.tokendrop.prepare`.
+        config: a :class:`FinetuneConfig`; keyword ``overrides`` replace its fields
+            (``finetune(model, train, dev, method="bucket", epochs=2)``).
+        pad_token_id: the tokenizer's pad id.
+        callbacks: :class:`FinetuneCallback` instances that observe the run.
+        stop_after: return after this many optimizer steps in total, as if the run were killed there (no
+            evaluation of the unfinished epoch); for resume demos and tests.
+
+    AdamW, linear warm-up and decay over the exact number of optimizer steps of all epochs, LRM from the
+    examples of each optimizer step, AMP on CUDA, the paper's lower dropout while TokenDrop is on
+    (:func:`tokendrop_dropout_rate`; recorded in ``history.config["train_dropout"]``). Gradient accumulation
+    groups ``grad_accum_steps`` consecutive batches into one optimizer step (an epoch's last step takes what
+    is left), each example weighted equally. Several processes (``torchrun``): one global batch per step,
+    its rows split across the ranks (:mod:`tdnotebooks.finetuning.distributed`). Checkpoints
+    (``checkpoint_dir``, ``checkpoint_every`` optimizer steps, ``resume=True``) resume exactly: the same
+    batches, token drops, dropout masks and weights as the uninterrupted run.
+
+    Example:
+        >>> history = finetune(model, train, dev, method="tokendrop_bucket", epochs=2)   # doctest: +SKIP
+        >>> history.final_dev_accuracy, history.padding.padding_fraction                  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
+    config = FinetuneConfig(**{**asdict(config or FinetuneConfig()), **overrides})
+    if stop_after is not None:
+        check_int("stop_after", stop_after, low=1)
+    _check_split("train", train)
+    _check_split("dev", dev)
+    run = _set_up(model, train, config, pad_token_id)
+    history = FinetuneHistory(config={**asdict(config), "train_dropout": tokendrop_dropout_rate(config, len(train)),
+                                      "world_size": run.world})
+    position = _resume(run, config, train, history) if config.resume else (0, 0, _EpochTally())
+    with dropout_rate(model, history.config["train_dropout"]):
+        _train(run, config, train, dev, history, position, pad_token_id, callbacks, stop_after)
+    return history
+
+
+@dataclass
+class _Run:
+    """Everything :func:`finetune` sets up before its first step."""
+
+    model: Any            # the model being trained (unwrapped)
+    ddp_model: Any        # the same, wrapped for DDP when several processes run
+    accelerator: Any
+    device: torch.device
+    dtype: torch.dtype | None
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    batching: Batching
+    steps_per_epoch: list[int]
+    world: int            # processes
+    rank: int             # this process's index
+    collate: Any = None   # ShardedCollator around batching.collate, made once the callbacks saw the batching
+
+
+def _set_up(model: Any, train: Any, config: FinetuneConfig, pad_token_id: int) -> _Run:
     from transformers import get_linear_schedule_with_warmup
 
-    from tdnotebooks.finetuning.inference import predict
+    from tdnotebooks.runtime import make_accelerator
 
-    config = FinetuneConfig(**{**asdict(config or FinetuneConfig()), **overrides})
-    seed_everything(config.seed)
     device = get_device(config.device)
+    accelerator = make_accelerator(cpu=device.type != "cuda")
+    if accelerator.num_processes > 1:
+        device = accelerator.device
+    if config.checkpoint_dir is not None:
+        _check_checkpoint_dir(config.checkpoint_dir)
+    seed_everything(config.seed)
+    if accelerator.process_index > 0:  # every rank its own dropout masks; rank 0 draws as one process would
+        torch.manual_seed(config.seed + 7919 * accelerator.process_index)
     dtype = pick_amp_dtype(device) if config.amp else None
     model.to(device).train()
-
     if config.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     batching = make_batching(config, train, pad_token_id)
-    for callback in callbacks:
-        callback.on_batching(batching)
     steps_per_epoch = [math.ceil(batching.num_batches(e) / config.grad_accum_steps) for e in range(config.epochs)]
     total_steps = sum(steps_per_epoch)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    optimizer = torch.optim.AdamW([{"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
+                                   {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}], lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    use_lrm = config.lrm and batching.variable_batch_size
-    modulator = LRModulator(optimizer, config.base_batch_size)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    history = FinetuneHistory(config={**asdict(config), "train_dropout": tokendrop_dropout_rate(config, len(train))})
-    with dropout_rate(model, history.config["train_dropout"]):
-        loader = batching.loader(train)
-        optimizer.zero_grad(set_to_none=True)  # gradients left over from earlier use must not leak into step 0
-        step = 0
+    optimizer.zero_grad(set_to_none=True)  # gradients left over from earlier use must not leak into step 0
+    return _Run(model=model, ddp_model=accelerator.prepare_model(model, device_placement=False),
+                accelerator=accelerator, device=device, dtype=dtype, optimizer=optimizer, scheduler=scheduler,
+                scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), batching=batching,
+                steps_per_epoch=steps_per_epoch, world=accelerator.num_processes, rank=accelerator.process_index)
 
-        for epoch in range(config.epochs):
-            batching.set_epoch(epoch)
-            real0, slots0, batches0 = _collator_counts(batching.collate)
-            losses, examples_in_step, micro = [], 0, 0
-            bar = tqdm(total=len(loader), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
-                       disable=not config.progress, leave=False)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+
+def _train(run: _Run, config: FinetuneConfig, train: Any, dev: Any, history: FinetuneHistory,
+           position: tuple[int, int, _EpochTally], pad_token_id: int, callbacks: Sequence[FinetuneCallback],
+           stop_after: int | None) -> None:
+    """The epochs: optimizer steps of accumulated micro-batches, then the dev evaluation."""
+    from tqdm.auto import tqdm
+
+    from tdnotebooks.finetuning.distributed import ShardedCollator, example_losses
+    from tdnotebooks.finetuning.inference import predict
+
+    for callback in callbacks:
+        callback.on_batching(run.batching)  # may wrap batching.collate
+    run.collate = ShardedCollator(run.batching.collate, run.world, run.rank)
+    start_epoch, start_step, tally = position
+    global_step = sum(run.steps_per_epoch[:start_epoch]) + start_step
+    nominal = config.base_batch_size * config.grad_accum_steps  # LRM's base: the examples of a full step
+    use_lrm = config.lrm and run.batching.variable_batch_size
+    modulator = LRModulator(run.optimizer, nominal)
+    for epoch in range(start_epoch, config.epochs):
+        run.batching.set_epoch(epoch)
+        steps = _optimizer_steps(list(run.batching.batch_sampler), config.grad_accum_steps)
+        first = start_step if epoch == start_epoch else 0
+        tally = tally if epoch == start_epoch else _EpochTally()
+        counts0 = _collator_counts(run.collate)
+        loader = DataLoader(train, batch_sampler=[b for step in steps[first:] for b in step], collate_fn=run.collate,
+                            generator=torch.Generator())  # its own: the global RNG (dropout) is left untouched
+        micro_batches = iter(loader)
+        bar = tqdm(total=len(steps), initial=first, desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
+                   disable=not (config.progress and run.accelerator.is_main_process), leave=False)
+        for index in range(first, len(steps)):
+            _synchronize(run.device)
             start = time.perf_counter()
-            for batch in loader:
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss = model(**batch).loss
-                scaler.scale(loss / config.grad_accum_steps).backward()
-                losses.append(loss.item())
-                examples_in_step += batch["input_ids"].shape[0]
-                micro += 1
-                bar.update(1)
-                if micro % config.grad_accum_steps and micro < len(loader):
-                    continue
-                if config.max_grad_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                lr = scheduler.get_last_lr()[0]
-                with modulator.modulated(examples_in_step if use_lrm else config.base_batch_size) as factor:
-                    scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                history.steps.append({"step": step, "epoch": epoch, "loss": float(np.mean(losses[-micro:])),
-                                      "batch_size": examples_in_step, "seq_len": int(batch["input_ids"].shape[1]),
-                                      "lr": lr * factor})
-                for callback in callbacks:
-                    callback.on_step_end(history.steps[-1])
-                step, examples_in_step, micro = step + 1, 0, 0
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds = time.perf_counter() - start
-            bar.close()
-            real1, slots1, batches1 = _collator_counts(batching.collate)
+            examples = sum(len(b) for b in steps[index])  # N: every rank's rows of every micro-batch
+            loss_sum = torch.zeros((), device=run.device)
+            for j in range(len(steps[index])):
+                batch = {k: v.to(run.device, non_blocking=True) for k, v in next(micro_batches).items()}
+                weight, labels = batch.pop("example_weight"), batch.pop("labels")
+                batch.pop("global_batch_size")
+                last = j == len(steps[index]) - 1
+                with run.accelerator.no_sync(run.ddp_model) if not last else nullcontext():
+                    with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
+                        logits = run.ddp_model(**batch).logits
+                    weighted = (weight * example_losses(logits, labels, run.model.config)).sum()
+                    run.scaler.scale(weighted * run.world / examples).backward()
+                loss_sum += weighted.detach()
+            if config.max_grad_norm:
+                run.scaler.unscale_(run.optimizer)
+                torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.max_grad_norm)
+            lr = run.scheduler.get_last_lr()[0]
+            with modulator.modulated(examples if use_lrm else nominal) as factor:
+                run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            step_loss = float(run.accelerator.reduce(loss_sum, reduction="sum")) / examples
+            _synchronize(run.device)
+            tally.seconds += time.perf_counter() - start
+            tally.loss_sum, tally.examples = tally.loss_sum + step_loss * examples, tally.examples + examples
+            history.steps.append({"step": global_step, "epoch": epoch, "loss": step_loss, "batch_size": examples,
+                                  "seq_len": int(batch["input_ids"].shape[1]), "lr": lr * factor})
             for callback in callbacks:
-                callback.on_evaluate_begin(epoch)
-            dev_pred = predict(model, dev, batching="bucketed", batch_size=config.eval_batch_size,
-                               pad_token_id=pad_token_id, amp_dtype=dtype)
-            for callback in callbacks:
-                callback.on_evaluate_end(epoch)
-            model.train()
-            history.epochs.append({
-                "epoch": epoch, "train_loss": float(np.mean(losses)), "train_seconds": train_seconds,
-                "dev_accuracy": dev_pred.accuracy(dev["label"]),
-                "dev_loss": float(torch.nn.functional.cross_entropy(dev_pred.logits, torch.as_tensor(dev["label"]))),
-                "real_tokens": real1 - real0, "slot_tokens": slots1 - slots0, "num_batches": batches1 - batches0,
-            })
-            for callback in callbacks:
-                callback.on_epoch_end(history.epochs[-1])
-    return history
+                callback.on_step_end(history.steps[-1])
+            global_step += 1
+            bar.update(1)
+            if _checkpoint_due(config, global_step) and index + 1 < len(steps):  # at an epoch's end: after eval
+                _save(run, config, train, history, global_step, (epoch, index + 1, _with_counts(tally, run, counts0)))
+            if stop_after is not None and global_step >= stop_after:
+                bar.close()
+                return
+        bar.close()
+        tally = _with_counts(tally, run, counts0)
+        for callback in callbacks:
+            callback.on_evaluate_begin(epoch)
+        dev_pred = predict(run.model, dev, batching="bucketed", batch_size=config.eval_batch_size,
+                           pad_token_id=pad_token_id, amp_dtype=run.dtype)
+        for callback in callbacks:
+            callback.on_evaluate_end(epoch)
+        run.model.train()
+        history.epochs.append({
+            "epoch": epoch, "train_loss": tally.loss_sum / tally.examples, "train_seconds": tally.seconds,
+            "dev_accuracy": dev_pred.accuracy(dev["label"]),
+            "dev_loss": float(torch.nn.functional.cross_entropy(dev_pred.logits, torch.as_tensor(dev["label"]))),
+            "real_tokens": tally.real_tokens, "slot_tokens": tally.slot_tokens, "num_batches": tally.num_batches,
+        })
+        for callback in callbacks:
+            callback.on_epoch_end(history.epochs[-1])
+        if _checkpoint_due(config, global_step) or (config.checkpoint_every and epoch + 1 == config.epochs):
+            _save(run, config, train, history, global_step, (epoch + 1, 0, _EpochTally()))
+
+
+def _with_counts(tally: _EpochTally, run: _Run, counts0: tuple[int, int, int]) -> _EpochTally:
+    """``tally`` plus the real/slot tokens and batches the collator made since it counted ``counts0``."""
+    real, slots, batches = (now - before for now, before in zip(_collator_counts(run.collate), counts0, strict=True))
+    return replace(tally, real_tokens=tally.real_tokens + real, slot_tokens=tally.slot_tokens + slots,
+                   num_batches=tally.num_batches + batches)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints: exact resume at any optimizer step
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _checkpoint_due(config: FinetuneConfig, global_step: int) -> bool:
+    return bool(config.checkpoint_every) and global_step % config.checkpoint_every == 0
+
+
+def _check_checkpoint_dir(path: str) -> None:
+    """Before step 0: a folder (created if missing) that this process can write to."""
+    from pathlib import Path
+
+    root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"checkpoint_dir must be a folder, got {path!r}, which is a file")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"checkpoint_dir={path!r} is not writable: {error.strerror}") from None
+
+
+def _save(run: _Run, config: FinetuneConfig, train: Any, history: FinetuneHistory, global_step: int,
+          position: tuple[int, int, _EpochTally]) -> None:
+    from tdnotebooks.checkpoints import save_checkpoint
+
+    epoch, step_in_epoch, tally = position
+    state = {"global_step": global_step, "epoch": epoch, "step_in_epoch": step_in_epoch, "tally": asdict(tally),
+             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+             "history": history.as_dict(), "config": asdict(config), "world_size": run.world,
+             "data": {"examples": len(train), "fingerprint": _data_fingerprint(train)}}
+    save_checkpoint(config.checkpoint_dir, global_step, state, run.accelerator, keep=config.keep_checkpoints)
+
+
+def _resume(run: _Run, config: FinetuneConfig, train: Any, history: FinetuneHistory) -> tuple[int, int, _EpochTally]:
+    """Load the newest checkpoint of ``config.checkpoint_dir`` into ``run`` and ``history``; where to go on."""
+    import warnings
+
+    from tdnotebooks.checkpoints import latest_checkpoint, load_checkpoint, set_rng_state
+
+    path = latest_checkpoint(config.checkpoint_dir)
+    if path is None:
+        return 0, 0, _EpochTally()
+    state, rng = load_checkpoint(path, run.rank)
+    saved = state["config"]
+    differs = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in asdict(config).items()
+               if k not in RESUME_MAY_DIFFER and saved.get(k) != v]
+    if state["data"] != {"examples": len(train), "fingerprint": _data_fingerprint(train)}:
+        differs.append(f"train: checkpoint {state['data']['examples']} examples, now {len(train)} (or other lengths)")
+    if differs:
+        raise ValueError(f"cannot resume from {path}: settings differ ({'; '.join(differs)})")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    if rng is not None and state["world_size"] == run.world:
+        set_rng_state(rng)
+    else:
+        warnings.warn(f"resuming from {path} with {run.world} process(es) (saved with {state['world_size']}): the "
+                      "global batches are the same, but dropout masks are drawn afresh", stacklevel=3)
+        seed_everything(config.seed + 104729 * (state["global_step"] + 1) + 7919 * run.rank)
+    history.steps[:] = state["history"]["steps"]
+    history.epochs[:] = state["history"]["epochs"]
+    history.config["resumed_from"] = state["global_step"]
+    return state["epoch"], state["step_in_epoch"], _EpochTally(**state["tally"])

@@ -34,9 +34,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
-import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -46,6 +43,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from tdnotebooks.checkpoints import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from tdnotebooks.pretraining.sctd import REDUCTIONS, ScTDConfig, is_full_step, sctd_loss
 from tdnotebooks.pretraining.token_dropping import IGNORE_INDEX, TokenDroppingBert, TokenDroppingConfig
 from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
@@ -59,7 +63,6 @@ PRETRAIN_MODES = ("baseline", "token_drop", "random_drop", "sctd")
 DEVICES = ("auto", "cpu", "cuda")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 DEFAULT_BETA = {"token_drop": 0.995, "sctd": 0.95}  # Hou et al.'s and ScTD's official code
-CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -369,43 +372,6 @@ class PretrainHistory:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def list_checkpoints(checkpoint_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """Complete checkpoints ``step-NNNNNN`` in checkpoint_dir as (step, folder), oldest first."""
-    root = Path(checkpoint_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        match = CHECKPOINT_RE.match(path.name)
-        if match and (path / "state.pt").is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint folder, or None."""
-    found = list_checkpoints(checkpoint_dir)
-    return found[-1][1] if found else None
-
-
-def _rng_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, cached),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # Settings a resumed run must share with its checkpoint (others, like steps or eval_every, may change).
 RESUME_MUST_MATCH = ("mode", "batch_size", "block_size", "lr", "warmup", "weight_decay", "keep_fraction",
                      "start_layer", "end_layer", "beta", "first_layer_full_kv", "lam", "fi", "kl_target",
@@ -418,16 +384,9 @@ RESUME_MUST_MATCH = ("mode", "batch_size", "block_size", "lr", "warmup", "weight
 
 
 def _accelerator(config: PretrainConfig) -> Any:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+    from tdnotebooks.runtime import make_accelerator
 
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or (torch.distributed.is_available()
-                                                              and torch.distributed.is_initialized())
-    if not launched:
-        # One process (a notebook): accelerate's state is a process-wide singleton that refuses other settings
-        # on a second call (e.g. device="cpu" after a CUDA run); start it afresh.
-        AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(cpu=config.resolved_device() == "cpu", mixed_precision=config.resolved_mixed_precision())
+    return make_accelerator(cpu=config.resolved_device() == "cpu", mixed_precision=config.resolved_mixed_precision())
 
 
 def _build_model(config: PretrainConfig, model: Any, tokenizer: Any) -> Any:
@@ -599,38 +558,17 @@ def evaluate(td: TokenDroppingBert, inputs: torch.Tensor, labels: torch.Tensor, 
 
 def _save_checkpoint(config: PretrainConfig, step: int, position: int, td: TokenDroppingBert, optimizer: Any,
                      scheduler: Any, history: PretrainHistory, accelerator: Any) -> Path:
-    """Write checkpoint_dir/step-NNNNNN atomically: a temporary folder, renamed once every rank wrote."""
-    root = Path(config.checkpoint_dir)
-    final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}"
-    if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng-rank{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        scaler = getattr(accelerator, "scaler", None)
-        torch.save({"step": step, "position": position, "model": td.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "history": history.as_dict(), "config": asdict(config),
-                    "world_size": accelerator.num_processes}, tmp / "state.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if config.keep_checkpoints is not None:
-            for _, old in list_checkpoints(root)[:-config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+    """Write checkpoint_dir/step-NNNNNN (atomically, see :func:`tdnotebooks.checkpoints.save_checkpoint`)."""
+    scaler = getattr(accelerator, "scaler", None)
+    state = {"step": step, "position": position, "model": td.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+             "history": history.as_dict(), "config": asdict(config), "world_size": accelerator.num_processes}
+    return save_checkpoint(config.checkpoint_dir, step, state, accelerator, keep=config.keep_checkpoints)
 
 
 def _load_checkpoint(path: Path, config: PretrainConfig, td: TokenDroppingBert, optimizer: Any, scheduler: Any,
                      accelerator: Any) -> tuple[int, int, PretrainHistory]:
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    state, rng = load_checkpoint(path, accelerator.process_index)
     saved = state["config"]
     differs = [f"{k}: checkpoint {saved.get(k)!r}, now {getattr(config, k)!r}" for k in RESUME_MUST_MATCH
                if saved.get(k) != getattr(config, k)]
@@ -642,9 +580,8 @@ def _load_checkpoint(path: Path, config: PretrainConfig, td: TokenDroppingBert, 
     scaler = getattr(accelerator, "scaler", None)
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
-    rng_file = path / f"rng-rank{accelerator.process_index}.pt"
-    if rng_file.is_file() and state.get("world_size") == accelerator.num_processes:
-        _set_rng_state(torch.load(rng_file, weights_only=True))
+    if rng is not None and state.get("world_size") == accelerator.num_processes:
+        set_rng_state(rng)
     else:                                       # another number of processes: fresh, but seeded, streams
         torch.manual_seed(_seed(config.seed, state["step"], accelerator.process_index, 2))
     saved_history = state["history"]

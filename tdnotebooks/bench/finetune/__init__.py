@@ -28,12 +28,16 @@ Definitions (every figure of the table; ``BENCHMARKS.md`` beside this file expla
   batching settings (token budget 8192, base batch 32, 3 epochs), made by the very sampler and collator
   of training but without a model (:func:`~tdnotebooks.bench.finetune.runs.padding_at_scale`): seconds even on a CPU, and what the
   padding target is checked on (with ``--quick`` the training subsets are too small to say anything
-  about padding: almost every batch is a merged residual).
+  about padding: almost every batch is a merged residual). The same pass runs on held-out corpora of
+  other shapes (:mod:`~tdnotebooks.bench.finetune.corpora`: Shakespeare's sentences and speeches, the
+  King James Bible's sentences; 4,200 examples each, batched but never trained on), and the padding
+  target is checked on each of them too.
 
 Timing fairness: one process, torch threads fixed for the whole run, a warm-up forward/backward on each
 fresh model copy before its timed run, method order reversed on odd seeds.
 
 Read it in this order: :mod:`~tdnotebooks.bench.finetune.config` (what is compared, the presets),
+:mod:`~tdnotebooks.bench.finetune.corpora` (the held-out corpora of the padding pass),
 :mod:`~tdnotebooks.bench.finetune.runs` (what is measured), :mod:`~tdnotebooks.bench.finetune.targets` (the
 pass/fail targets), :mod:`~tdnotebooks.bench.finetune.report` (the tables); this module holds the command
 line and re-exports their public names.
@@ -56,6 +60,7 @@ from tdnotebooks.bench.finetune.config import (
     full_config,
     quick_config,
 )
+from tdnotebooks.bench.finetune.corpora import CORPUS_EXAMPLES, SCALE_CORPORA, corpus_texts, prepare_corpus
 from tdnotebooks.bench.finetune.report import format_report
 from tdnotebooks.bench.finetune.runs import (
     SCALE_VARIANTS,
@@ -63,8 +68,10 @@ from tdnotebooks.bench.finetune.runs import (
     TimedCollate,
     measure_inference,
     padding_at_scale,
+    padding_on_corpora,
     prepare_splits,
     run_benchmark,
+    scale_variants,
     summarize,
     train_one,
     warm_up,
@@ -81,8 +88,9 @@ __all__ = [
     "HELP", "add_arguments", "config_from_args", "run",
     "BASELINE", "INFERENCE_RATES", "METHODS", "PAPER_METHOD", "SERVER_BATCHINGS", "TASKS", "BenchConfig",
     "full_config", "quick_config",
-    "SCALE_VARIANTS", "RunRecorder", "TimedCollate", "measure_inference", "padding_at_scale", "prepare_splits",
-    "run_benchmark", "summarize", "train_one", "warm_up",
+    "CORPUS_EXAMPLES", "SCALE_CORPORA", "corpus_texts", "prepare_corpus",
+    "SCALE_VARIANTS", "RunRecorder", "TimedCollate", "measure_inference", "padding_at_scale", "padding_on_corpora",
+    "prepare_splits", "run_benchmark", "scale_variants", "summarize", "train_one", "warm_up",
     "TARGETS", "accuracy_noise_points", "beats_majority", "evaluate_targets", "majority_accuracy",
     "format_report", "write_results",
 ]
@@ -103,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"subset of {', '.join(TASKS)} (default: both)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-scale-check", action="store_true",
-                        help="skip the padding pass over the whole training splits (batching only, no model)")
+                        help="skip the padding pass over the whole training splits and the held-out corpora "
+                             "(batching only, no model)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tdnotebooks.bench.finetune.corpora import SCALE_CORPORA
 from tdnotebooks.validation import check_bool, check_int, check_number
 
 __all__ = ["BASELINE", "INFERENCE_RATES", "METHODS", "PAPER_METHOD", "SERVER_BATCHINGS", "TASKS", "BenchConfig",
@@ -49,9 +50,14 @@ class BenchConfig:
     quick: bool = False
     progress: bool = True
     scale_check: bool = True               # padding of every batching over the whole training splits
+    scale_corpora: tuple[str, ...] = SCALE_CORPORA  # and over held-out corpora of other shapes (scale_check)
 
     def __post_init__(self) -> None:
         self.tasks, self.methods = tuple(self.tasks), tuple(self.methods)
+        self.scale_corpora = tuple(self.scale_corpora)
+        if any(c not in SCALE_CORPORA for c in self.scale_corpora):
+            raise ValueError(f"scale_corpora must be a selection of {', '.join(SCALE_CORPORA)}, "
+                             f"got {self.scale_corpora!r}")
         for name, low in (("seeds", 1), ("epochs", 1), ("base_batch_size", 1), ("latency_examples", 1),
                           ("server_repeats", 1), ("max_length", 2)):
             check_int(name, getattr(self, name), low)

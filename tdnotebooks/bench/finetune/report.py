@@ -47,9 +47,10 @@ SCALE_HEADERS = ["task", "batching", "pad %", "per epoch %", "real tok", "pad to
 
 
 def _scale_rows(tasks: Mapping[str, Any]) -> list[list[str]]:
+    """One row per (task or held-out corpus, batching); ``tasks`` maps a name to its padding-at-scale pass."""
     rows = []
     for task, result in tasks.items():
-        for name, v in result.get("padding_at_scale", {}).get("variants", {}).items():
+        for name, v in result.get("variants", {}).items():
             rows.append([task, name, _pct(v["padding_fraction"], 2),
                          " / ".join(_pct(x, 2) for x in v["padding_fraction_per_epoch"]),
                          f"{v['real_tokens']:,}", f"{v['pad_tokens']:,}", f"{v['num_batches']:,}"])
@@ -71,12 +72,13 @@ def _inference_rows(tasks: Mapping[str, Any]) -> tuple[list[list[Any]], list[lis
 
 def _target_lines(results: Mapping[str, Any]) -> list[str]:
     out = ["Targets (TokenDrop + BucketSampler)"]
+    width = max([13] + [len(t["task"]) for t in results["targets"]])
     for t in results["targets"]:
         label, show = TARGET_LABELS[t["target"]]
         note = "" if t.get("informative", True) else "  (says nothing: the baseline did not learn, see below)"
         if "measured_on" in t:
             note = f"  ({t['measured_on']})"
-        out.append(f"  {'PASS' if t['passed'] else 'FAIL'}  {t['task']:<13} {label}: {show(t['value'])} "
+        out.append(f"  {'PASS' if t['passed'] else 'FAIL'}  {t['task']:<{width}} {label}: {show(t['value'])} "
                    f"{t['comparison']} {show(t['threshold'])}{note}")
     for task, r in results["tasks"].items():
         if not r["baseline_beats_majority"]:
@@ -111,13 +113,18 @@ def format_report(results: Mapping[str, Any]) -> str:
                    f"{r['mean_length']:.1f} tokens; paper's ideal speedup (baseline slots / real tokens) "
                    f"{r['paper_ideal_speedup']:.2f}x; TokenDrop overhead {_pct(overhead, 2)}% of training time")
     out.append("")
-    scale_rows = _scale_rows(tasks)
+    passes = {task: r["padding_at_scale"] for task, r in tasks.items() if "padding_at_scale" in r}
+    corpora = results.get("scale_corpora") or {}
+    scale_rows = _scale_rows({**passes, **corpora})
     if scale_rows:
-        settings = next(r["padding_at_scale"]["settings"] for r in tasks.values() if "padding_at_scale" in r)
-        out += [f"Padding at scale (whole training splits, no model; the full run's batching: token budget "
-                f"{settings['token_budget']}, base batch {settings['base_batch_size']}, {settings['epochs']} epochs "
-                f"x {settings['seeds']} seeds)",
-                format_table(SCALE_HEADERS, scale_rows), ""]
+        settings = next(r["settings"] for r in (*passes.values(), *corpora.values()))
+        out += [f"Padding at scale (whole training splits and held-out corpora, no model; the full run's batching: "
+                f"token budget {settings['token_budget']}, base batch {settings['base_batch_size']}, "
+                f"{settings['epochs']} epochs x {settings['seeds']} seeds)",
+                format_table(SCALE_HEADERS, scale_rows)]
+        out += [f"{name}: {c['train_examples']} examples of real text, mean length {c['mean_length']:.1f} tokens "
+                "(held-out corpus: batched, never trained on)" for name, c in corpora.items()]
+        out.append("")
     latency, server = _inference_rows(tasks)
     if latency:
         out += ["Inference at batch size 1 (TokenDrop+BucketSampler model of seed 0; inference-time drop rate)",

@@ -27,8 +27,8 @@ from tdnotebooks.bench.finetune.targets import (
 )
 from tdnotebooks.finetuning.callbacks import FinetuneCallback
 
-__all__ = ["SCALE_VARIANTS", "RunRecorder", "TimedCollate", "measure_inference", "padding_at_scale", "prepare_splits",
-           "run_benchmark", "summarize", "train_one", "warm_up"]
+__all__ = ["SCALE_VARIANTS", "RunRecorder", "TimedCollate", "measure_inference", "padding_at_scale", "padding_on_corpora",
+           "prepare_splits", "run_benchmark", "scale_variants", "summarize", "train_one", "warm_up"]
 
 # Batchings compared by the padding-at-scale pass: name -> FinetuneConfig fields.
 SCALE_VARIANTS: dict[str, dict[str, Any]] = {
@@ -38,6 +38,24 @@ SCALE_VARIANTS: dict[str, dict[str, Any]] = {
                                     "trim_to": "shortest"},
     "tokendrop_bucket": {"method": "tokendrop_bucket"},
 }
+# The default with Algorithm 2's merging (the default before TokenDrop-aware merging): compared as well
+# where FinetuneConfig has the switch (see :func:`scale_variants`).
+RBM_BUCKET_ORDER = ("tokendrop_bucket_rbm_bucket_order", {"method": "tokendrop_bucket", "rbm_by_reachable": False})
+
+
+def scale_variants() -> dict[str, dict[str, Any]]:
+    """:data:`SCALE_VARIANTS`, plus the default with Algorithm 2's merging where ``FinetuneConfig`` has
+    ``rbm_by_reachable``."""
+    import dataclasses
+
+    from tdnotebooks.finetuning.train import FinetuneConfig
+
+    variants = dict(SCALE_VARIANTS)
+    if "rbm_by_reachable" in {f.name for f in dataclasses.fields(FinetuneConfig)}:
+        name, fields = RBM_BUCKET_ORDER
+        variants = {**{k: v for k, v in variants.items() if k != "tokendrop_bucket"}, name: fields,
+                    "tokendrop_bucket": variants["tokendrop_bucket"]}
+    return variants
 
 
 # ============================================================================ 1. one timed fine-tuning run
@@ -167,11 +185,11 @@ def summarize(runs: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict
 
 
 def padding_at_scale(train: Any, pad_token_id: int, *, seeds: int, epochs: int, token_budget: int,
-                     base_batch_size: int, variants: Mapping[str, Mapping[str, Any]] = SCALE_VARIANTS,
+                     base_batch_size: int, variants: Mapping[str, Mapping[str, Any]] | None = None,
                      ) -> dict[str, dict[str, Any]]:
     """Real and slot tokens of every batch each batching makes over ``train``: no model, no timing.
 
-    For each variant (:data:`SCALE_VARIANTS`) and seed, :func:`tdnotebooks.finetuning.padding_plan.plan_epochs`
+    For each variant (default :func:`scale_variants`) and seed, :func:`tdnotebooks.finetuning.padding_plan.plan_epochs`
     collates every batch of every epoch with the very sampler and collator training would use. Totals over
     epochs and seeds, per variant, plus the padding fraction of each epoch.
     """
@@ -179,7 +197,7 @@ def padding_at_scale(train: Any, pad_token_id: int, *, seeds: int, epochs: int, 
     from tdnotebooks.finetuning.train import FinetuneConfig
 
     out: dict[str, dict[str, Any]] = {}
-    for name, fields in variants.items():
+    for name, fields in (scale_variants() if variants is None else variants).items():
         per_epoch = [[0, 0, 0] for _ in range(epochs)]  # real tokens, slot tokens, batches; summed over seeds
         for seed in range(seeds):
             config = FinetuneConfig(token_budget=token_budget, base_batch_size=base_batch_size, seed=seed,
@@ -279,11 +297,30 @@ def _scale_check(task: str, train: Any, config: BenchConfig, tokenizer: Any) -> 
         from tdnotebooks.finetuning.tokendrop import prepare
 
         train = prepare(load_task(task)["train"], tokenizer, max_length=config.max_length)
-    batching = full_config() if config.quick else config  # the full run's batching, or this run's own
-    settings = {"seeds": config.seeds, "epochs": batching.epochs, "token_budget": batching.token_budget,
-                "base_batch_size": batching.base_batch_size}
+    settings = _scale_settings(config)
     return {"train_examples": len(train), "settings": settings,
             "variants": padding_at_scale(train, tokenizer.pad_token_id, **settings)}
+
+
+def _scale_settings(config: BenchConfig) -> dict[str, int]:
+    """The batching of the padding-at-scale pass: the full run's (with ``--quick``) or this run's own."""
+    batching = full_config() if config.quick else config
+    return {"seeds": config.seeds, "epochs": batching.epochs, "token_budget": batching.token_budget,
+            "base_batch_size": batching.base_batch_size}
+
+
+def padding_on_corpora(config: BenchConfig, tokenizer: Any) -> dict[str, Any]:
+    """:func:`padding_at_scale` on every held-out corpus of ``config.scale_corpora``
+    (:mod:`~tdnotebooks.bench.finetune.corpora`: real texts of other shapes, batched but never trained on)."""
+    from tdnotebooks.bench.finetune.corpora import prepare_corpus
+
+    settings = _scale_settings(config)
+    out = {}
+    for name in config.scale_corpora:
+        train = prepare_corpus(name, tokenizer, max_length=config.max_length)
+        out[name] = {"train_examples": len(train), "mean_length": sum(train["length"]) / len(train),
+                     "settings": settings, "variants": padding_at_scale(train, tokenizer.pad_token_id, **settings)}
+    return out
 
 
 def _train_every_method(config: BenchConfig, splits: Mapping[str, Any], pad_token_id: int, device: Any
@@ -347,14 +384,15 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
                 if task in inference_models:
                     tasks[task]["inference"] = measure_inference(inference_models[task], tokenizer, splits[task]["test"],
                                                                  config, tokenizer.pad_token_id, device)
+            corpora = padding_on_corpora(config, tokenizer) if config.scale_check else {}
         env["load_average_at_end"] = load_average()
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
-    targets = evaluate_targets(tasks)
+    targets = evaluate_targets(tasks, corpora)
     return {
         "benchmark": "finetune", "environment": env,
         "config": {**asdict(config), "finetune": config.finetune_kwargs()},
-        "tasks": tasks, "targets": targets, "all_targets_met": all(t["passed"] for t in targets),
+        "tasks": tasks, "scale_corpora": corpora, "targets": targets, "all_targets_met": all(t["passed"] for t in targets),
         "wall_seconds": time.perf_counter() - started,
     }

@@ -23,11 +23,14 @@ TARGETS = (
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge, ">": operator.gt}
 
 
-def evaluate_targets(tasks: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """PASS/FAIL of :data:`TARGETS` for TokenDrop + BucketSampler on every task that ran it.
+def evaluate_targets(tasks: Mapping[str, Mapping[str, Any]],
+                     corpora: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """PASS/FAIL of :data:`TARGETS` for TokenDrop + BucketSampler on every task that ran it, and of the
+    padding target on every held-out corpus of the padding pass.
 
     ``tasks``: the ``"tasks"`` part of the results (each with its ``"methods"`` summary). The padding target
     is read from the whole-split pass (``"padding_at_scale"``) when it ran, else from the training runs.
+    ``corpora``: the ``"scale_corpora"`` part (each with its ``"variants"``), checked for padding only.
     A target whose comparison method did not run (group_by_length) is left out. The accuracy target is marked
     ``informative=False`` when the baseline did not beat the majority class (``baseline_beats_majority``):
     it then passes or fails for no reason.
@@ -57,6 +60,12 @@ def evaluate_targets(tasks: Mapping[str, Mapping[str, Any]]) -> list[dict[str, A
                             "informative": informative if name == "accuracy_minus_baseline_points" else True})
                 if name == "padding_fraction":
                     out[-1]["measured_on"] = "whole training split" if scale else "training runs"
+    padding = next(t for t in TARGETS if t[0] == "padding_fraction")
+    for corpus, result in (corpora or {}).items():
+        value = result["variants"][PAPER_METHOD]["padding_fraction"]
+        out.append({"task": corpus, "target": padding[0], "value": value, "comparison": padding[1],
+                    "threshold": padding[2], "passed": bool(COMPARISONS[padding[1]](value, padding[2])),
+                    "informative": True, "measured_on": "held-out corpus, batching only"})
     return out
 
 

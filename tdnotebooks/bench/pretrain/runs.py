@@ -22,10 +22,10 @@ from tdnotebooks.bench.pretrain.config import (
 from tdnotebooks.bench.pretrain.steps import analytic_flops_ratios, time_mode
 from tdnotebooks.bench.pretrain.targets import compare_sctd, evaluate_targets
 
-__all__ = ["estimate_seconds", "run_benchmark", "run_quality", "run_size"]
+__all__ = ["estimate_seconds", "masked_batches", "run_benchmark", "run_quality", "run_size", "size_setup"]
 
 
-def _batches(size: SizeSpec, tokenizer: Any, seed: int, device: Any, count: int = 4) -> list[tuple[Any, Any]]:
+def masked_batches(size: SizeSpec, tokenizer: Any, seed: int, device: Any, count: int = 4) -> list[tuple[Any, Any]]:
     """``count`` masked batches of packed shakespeare blocks, as pretrain() builds them, on ``device``."""
     import torch
 
@@ -41,22 +41,31 @@ def _batches(size: SizeSpec, tokenizer: Any, seed: int, device: Any, count: int 
     return out
 
 
-def run_size(size: SizeSpec, config: BenchConfig, tokenizer: Any, device: Any,
-             progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every mode at one size: rows, FLOPs ratios, ratios to the baseline; skipped if over its budget."""
+def size_setup(size: SizeSpec, config: Any, tokenizer: Any, device: Any) -> tuple[Any, list[tuple[Any, Any]], dict]:
+    """What every timing of ``size`` starts from, seeded with ``config.seed``: a fresh ``BertForMaskedLM`` of that
+    size (the initial weights every mode copies), the masked batches, and the analytic FLOPs ratios."""
     from transformers import BertForMaskedLM
 
-    from tdnotebooks.models import count_parameters, tiny_bert
+    from tdnotebooks.models import tiny_bert
     from tdnotebooks.runtime import seed_everything
 
-    started = time.perf_counter()
     seed_everything(config.seed)
     bert_config = tiny_bert(num_layers=size.num_layers, hidden_size=size.hidden_size, num_heads=size.num_heads,
                             intermediate_size=size.intermediate_size,
                             max_position_embeddings=max(128, size.block_size), tokenizer=tokenizer)
     initial = BertForMaskedLM(bert_config)
-    batches = _batches(size, tokenizer, config.seed, device)
-    flops = analytic_flops_ratios(size, config, bert_config.vocab_size)
+    return initial, masked_batches(size, tokenizer, config.seed, device), analytic_flops_ratios(
+        size, config, bert_config.vocab_size)
+
+
+def run_size(size: SizeSpec, config: BenchConfig, tokenizer: Any, device: Any,
+             progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every mode at one size: rows, FLOPs ratios, ratios to the baseline; skipped if over its budget."""
+
+    from tdnotebooks.models import count_parameters
+
+    started = time.perf_counter()
+    initial, batches, flops = size_setup(size, config, tokenizer, device)
     result: dict[str, Any] = {"size": asdict(size), "parameters": count_parameters(initial),
                               "tokens_per_step": size.batch_size * size.block_size, "skipped": None, "modes": {}}
     for mode in config.modes:
