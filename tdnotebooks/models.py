@@ -29,7 +29,8 @@ __all__ = [
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm", "bundled")
 KINDS = ("encoder", "classifier", "mlm", "sbert")
-# Architectures whose layer layout the token-dropping code understands (encoder.layer[i] stacks).
+# Architectures whose layer layout and MLM head the token-dropping code understands (encoder.layer[i] stacks;
+# heads cls / lm_head / ELECTRA's generator head); tests/test_checks.py wraps one of each.
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
 
 
@@ -54,6 +55,8 @@ def resolve_model(name_or_path: str | os.PathLike = BUNDLED_MODEL) -> str:
     (checked reachable, or, with HF_HUB_OFFLINE set, left to the local cache). Anything else: one
     clear error.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        raise ValueError(f"name_or_path must be a model name or folder path, got {name_or_path!r}")
     name = str(name_or_path)
     if name in BUNDLED_ALIASES:
         return str(bundled_model_path())

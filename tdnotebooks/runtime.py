@@ -43,11 +43,24 @@ def get_device(device: str | None = None) -> torch.device:  # noqa: F821
 
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    allowed = "allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device"
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be None or a device name, {allowed}; got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:                        # torch's own list of every device type it knows
+        raise ValueError(f"device={device!r} is not supported; {allowed}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} was requested but this machine has {torch.cuda.device_count()} CUDA "
+                         f"GPU(s) (cuda:0-cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was requested but Apple's MPS backend is not available here "
+                         "(torch.backends.mps.is_available() is False: it needs a Mac with Apple silicon); "
+                         "use 'cpu' or 'auto'")
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device={device!r} is not supported; allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+        raise ValueError(f"device={device!r} is not supported; {allowed}")
     return dev
 
 

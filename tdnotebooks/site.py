@@ -185,9 +185,12 @@ def readme_section(readme: Path, heading: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tdnotebooks.validation import arg_type, check_folder
+
     parser = argparse.ArgumentParser(prog="python -m tdnotebooks.site", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=".", help="the repository root (holds notebooks/ and README.md)")
-    parser.add_argument("--out", help="site folder (default ROOT/build/site)")
+    parser.add_argument("--root", type=arg_type(check_folder, must_exist=True), default=".",
+                        help="the repository root (holds notebooks/ and README.md)")
+    parser.add_argument("--out", type=arg_type(check_folder), help="site folder (default ROOT/build/site)")
     parser.add_argument("--no-execute", action="store_true",
                         help="use only the executed copies of the last test run; fail if one is missing")
     args = parser.parse_args(argv)

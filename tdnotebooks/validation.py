@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
-from collections.abc import Collection
+import os
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_number", "is_int", "is_number"]
+__all__ = ["arg_type", "check_bool", "check_choice", "check_folder", "check_int", "check_number", "is_int", "is_number"]
 
 T = TypeVar("T")
 
@@ -83,3 +85,48 @@ def check_choice(name: str, value: T, choices: Collection[Any]) -> T:
     if not ok:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def check_folder(name: str, value: Any, *, must_exist: bool = False) -> str:
+    """``value`` as a ``str`` if it names a folder, or (unless ``must_exist``) a path where one can be made:
+    not a file, and its nearest existing parent is a folder."""
+    from pathlib import Path
+
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ValueError(f"{name} must be a folder path, got {value!r}")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} must be a folder, got the file {str(value)!r}")
+    if must_exist and not path.is_dir():
+        raise ValueError(f"{name} must be an existing folder, got {str(value)!r}")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if not path.exists() and (parent is None or not parent.is_dir()):
+        raise ValueError(f"{name} must be a folder path, got {str(value)!r} under the file {str(parent)!r}")
+    return str(value)
+
+
+def arg_type(check: Callable[..., Any], convert: Callable[[str], Any] = str, **bounds: Any) -> Callable[[str], Any]:
+    """An ``argparse`` ``type=``: ``convert`` the text, then ``check`` it as the API does; a refusal becomes an
+    ``argparse.ArgumentTypeError`` with the check's message, so the command line answers with one usage line
+    (exit status 2) that argparse prefixes with the option's name.
+
+    Example:
+        >>> parser = argparse.ArgumentParser(prog="demo")
+        >>> _ = parser.add_argument("--epochs", type=arg_type(check_int, int, low=1))
+        >>> parser.parse_args(["--epochs", "3"]).epochs
+        3
+
+    ``python demo --epochs 0`` then answers ``demo: error: argument --epochs: must be an int >= 1, got 0``.
+    """
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = text                    # the check refuses it in its own words: "..., got 'two'"
+        try:
+            return check("", value, **bounds)
+        except ValueError as exc:            # "<name> must be ...": argparse names the option itself
+            raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse

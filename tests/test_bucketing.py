@@ -636,6 +636,7 @@ def test_profile_hwcap_cuda_branch_with_simulated_memory(monkeypatch):
         return 1000 + batch * length * length
 
     monkeypatch.setattr(hwcap, "measure_peak_memory", fake_peak)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # profile_hwcap refuses 'cuda' without it
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**6, 2 * 10**6))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1000)

@@ -147,11 +147,89 @@ def test_a_bad_checkpoint_dir_is_refused_before_any_step(task, tmp_path):
     a_file.write_text("x")
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match="checkpoint_dir must be a folder, got .*not-a-folder.*, which is a file"):
-        finetune(model, train, dev, checkpoint_dir=str(a_file), checkpoint_every=1, **RESUMABLE)
+    for settings in ({"checkpoint_every": 1}, {"resume": True}, {"resume": True, "checkpoint_every": 1}):
+        with pytest.raises(ValueError, match="checkpoint_dir must be a folder, got .*not-a-folder.*, which is a file"):
+            finetune(model, train, dev, checkpoint_dir=str(a_file), **settings, **RESUMABLE)
+    with pytest.raises(ValueError, match=r"checkpoint_dir='.*not-a-folder/sub' is not writable"):
+        finetune(model, train, dev, checkpoint_dir=str(a_file / "sub"), checkpoint_every=1, **RESUMABLE)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="checkpoint_every and resume=True need checkpoint_dir"):
         finetune(model, train, dev, checkpoint_every=1, **RESUMABLE)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(task, tmp_path, uninterrupted):
+    from tdnotebooks.checkpoints import list_checkpoints
+
+    train, dev = task
+    full_model, full = uninterrupted
+    finetune(tiny_model(), train, dev, checkpoint_dir=str(tmp_path), checkpoint_every=2, stop_after=5, **RESUMABLE)
+    *_, (previous, _), (newest, folder) = list_checkpoints(tmp_path)
+    (folder / "state.pt").write_bytes(b"")                           # a crash that left a renamed, empty file
+    model = tiny_model()
+    with pytest.warns(UserWarning, match=rf"skipping the damaged checkpoint .*step-{newest:06d} \(state\.pt has 0 "
+                                         r"bytes, the manifest says \d+\)"):
+        resumed = finetune(model, train, dev, checkpoint_dir=str(tmp_path), checkpoint_every=2, resume=True,
+                           **RESUMABLE)
+    assert resumed.config["resumed_from"] == previous
+    assert comparable(resumed) == comparable(full) and same_weights(model, full_model)
+
+
+@pytest.fixture(scope="module")
+def one_step(task, tmp_path_factory):
+    """A checkpoint after one optimizer step."""
+    train, dev = task
+    directory = tmp_path_factory.mktemp("one-step")
+    finetune(tiny_model(), train, dev, checkpoint_dir=str(directory), checkpoint_every=1, stop_after=1, **RESUMABLE)
+    return directory
+
+
+def test_a_missing_rng_file_is_an_error_not_a_silent_reseed(task, tmp_path, one_step):
+    import shutil
+
+    train, dev = task
+    shutil.copytree(one_step, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "step-000001" / "rng-rank0.pt").unlink()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"no usable checkpoint in checkpoint_dir=.*"
+                                                  r"step-000001: rng-rank0\.pt is missing"):
+        finetune(tiny_model(), train, dev, checkpoint_dir=str(tmp_path), resume=True, **RESUMABLE)
+
+
+@pytest.mark.parametrize("model_settings, match", [
+    ({"num_layers": 2}, r"num_hidden_layers: checkpoint 1, now 2"),
+    ({"num_layers": 1, "num_labels": 3}, r"num_labels: checkpoint 2, now 3"),
+])
+def test_resume_with_another_architecture_is_one_clear_error(task, one_step, model_settings, match):
+    from tdnotebooks.models import load_pretrained
+
+    train, dev = task
+    model = load_pretrained(kind="classifier", **model_settings)
+    with pytest.raises(ValueError, match=rf"cannot resume from .*step-000001: the model differs from the one the "
+                                         rf"checkpoint was trained with \({match}\)"):
+        finetune(model, train, dev, checkpoint_dir=str(one_step), resume=True, **RESUMABLE)
+
+
+def test_another_world_size_resumes_the_same_global_batches_with_a_warning(task, tmp_path, uninterrupted):
+    """One global batch per step, split across the ranks: its size does not depend on the world size, so a
+    checkpoint of 2 processes goes on in 1 (dropout masks drawn afresh, hence other losses)."""
+    import shutil
+
+    from tdnotebooks.checkpoints import write_manifest
+
+    train, dev = task
+    _, full = uninterrupted
+    finetune(tiny_model(), train, dev, checkpoint_dir=str(tmp_path), checkpoint_every=2, stop_after=2, **RESUMABLE)
+    folder = tmp_path / "step-000002"                                # as if torchrun had written it
+    state = torch.load(folder / "state.pt", weights_only=True)
+    state["world_size"] = 2
+    torch.save(state, folder / "state.pt")
+    shutil.copy(folder / "rng-rank0.pt", folder / "rng-rank1.pt")
+    write_manifest(folder, 2, world_size=2)
+    with pytest.warns(UserWarning, match=r"with 1 process\(es\) \(saved with 2\): the global batches are the same"):
+        resumed = finetune(tiny_model(), train, dev, checkpoint_dir=str(tmp_path), checkpoint_every=2, resume=True,
+                           **RESUMABLE)
+    assert resumed.config["resumed_from"] == 2
+    same = ("step", "epoch", "batch_size", "seq_len", "lr")
+    assert [{k: s[k] for k in same} for s in resumed.steps] == [{k: s[k] for k in same} for s in full.steps]
 
 
 # ----------------------------------------------------------------------------------------------------------

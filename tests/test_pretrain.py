@@ -153,16 +153,20 @@ def test_killed_run_loses_at_most_checkpoint_every_steps(wordpiece, tmp_path, un
     td_full, hist_full, _ = uninterrupted
     _, killed = run(wordpiece, stop_after=5, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path))
     assert len(killed.steps) == 5
-    # A crash in the middle of writing leaves a temporary folder or an incomplete one: both are ignored.
+    # A crash in the middle of writing leaves a temporary folder (ignored, then removed) or, on a file system
+    # that renamed before the data was written, an incomplete one (skipped with a warning).
     (tmp_path / ".tmp-step-000006").mkdir()
+    (tmp_path / ".tmp-step-000003").mkdir()
     (tmp_path / "step-000008").mkdir()
-    assert latest_checkpoint(tmp_path).name == "step-000004"            # 5 - 4 = 1 step lost, <= 2
+    with pytest.warns(UserWarning, match=r"skipping the damaged checkpoint .*step-000008 \(no manifest\.json"):
+        assert latest_checkpoint(tmp_path).name == "step-000004"        # 5 - 4 = 1 step lost, <= 2
 
-    resumed = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
+    with pytest.warns(UserWarning, match=r"step-000008"):
+        resumed = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
     assert resumed[1].resumed_from == 4
     assert_same_run((td_full, hist_full), resumed)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [4, 6]         # the incomplete step-000008 is ignored
-    assert not (tmp_path / ".tmp-step-000006").exists()                 # rewritten, then renamed
+    assert not list(tmp_path.glob(".tmp-step-*"))                       # stale temporary folders are removed
 
 
 def test_resume_restores_the_importance_table(wordpiece, uninterrupted):
@@ -190,6 +194,148 @@ def test_resume_refuses_other_settings(wordpiece, uninterrupted):
     _, _, directory = uninterrupted
     with pytest.raises(ValueError, match=r"cannot resume .* settings differ \(lr: checkpoint 0.0005, now 0.001\)"):
         run(wordpiece, mode="sctd", lr=1e-3, checkpoint_every=2, checkpoint_dir=str(directory), resume=True)
+
+
+DAMAGES = {  # a damaged newest checkpoint and the problem its warning names
+    "0-byte state.pt": (lambda folder: (folder / "state.pt").write_bytes(b""), r"state\.pt has 0 bytes"),
+    "truncated state.pt": (lambda folder: (folder / "state.pt").write_bytes((folder / "state.pt").read_bytes()[:5000]),
+                           r"state\.pt has 5000 bytes"),
+    "missing rng file": (lambda folder: (folder / "rng-rank0.pt").unlink(), r"rng-rank0\.pt is missing"),
+    "missing manifest": (lambda folder: (folder / "manifest.json").unlink(), r"no manifest\.json"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(wordpiece, tmp_path, uninterrupted, damage):
+    td_full, hist_full, _ = uninterrupted
+    run(wordpiece, stop_after=5, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path))  # steps 2 and 4
+    hurt, problem = DAMAGES[damage]
+    hurt(tmp_path / "step-000004")
+    with pytest.warns(UserWarning, match=rf"skipping the damaged checkpoint .*step-000004 \(.*{problem}"):
+        resumed = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
+    assert resumed[1].resumed_from == 2                                  # 3 steps lost, none wrong
+    assert_same_run((td_full, hist_full), resumed)
+
+
+def test_no_usable_checkpoint_is_one_clear_error(wordpiece, tmp_path):
+    run(wordpiece, stop_after=2, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path))
+    (tmp_path / "step-000002" / "rng-rank0.pt").unlink()                # never a silent re-seed
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"no usable checkpoint in checkpoint_dir=.*"
+                                                  r"step-000002: rng-rank0\.pt is missing"):
+        run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
+
+
+@pytest.mark.parametrize("settings", [{"resume": True}, {"checkpoint_every": 1}, {"checkpoint_every": 2, "resume": True}])
+def test_a_checkpoint_dir_that_is_a_file_fails_before_any_step(wordpiece, tmp_path, settings):
+    """Not a fresh start that ignores resume=True, nor a FileExistsError after the steps ran."""
+    from transformers import BertForMaskedLM
+
+    from tdnotebooks.models import tiny_bert
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    model = BertForMaskedLM(tiny_bert(num_layers=4, hidden_size=32, num_heads=2, intermediate_size=64,
+                                      max_position_embeddings=128, tokenizer=wordpiece))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"checkpoint_dir must be a folder, got '.*not-a-folder', which is a file"):
+        pretrain(PretrainConfig(**{**SMALL, **settings, "checkpoint_dir": str(a_file)}), model=model,
+                 tokenizer=wordpiece)
+    with pytest.raises(ValueError, match=r"checkpoint_dir='.*not-a-folder/sub' is not writable"):
+        pretrain(PretrainConfig(**{**SMALL, **settings, "checkpoint_dir": str(a_file / "sub")}), model=model,
+                 tokenizer=wordpiece)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"hidden_size": 64, "intermediate_size": 128},
+     r"hidden_size: checkpoint 32, now 64; intermediate_size: checkpoint 64, now 128\)"),
+    ({"num_layers": 3}, r"num_hidden_layers: checkpoint 4, now 3\)"),
+])
+def test_resume_with_another_model_size_is_one_clear_error(wordpiece, uninterrupted, change, match):
+    _, _, directory = uninterrupted
+    with pytest.raises(ValueError, match=rf"cannot resume from .*step-000006: the model differs from the one the "
+                                         rf"checkpoint was trained with \({match}"):
+        run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(directory), resume=True, **change)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"steps": 8}, r"\(steps: checkpoint 6, now 8\) \(the learning-rate schedule spans steps: to stop earlier use "
+                   r"stop_after"),
+    ({"max_grad_norm": 0.5}, r"\(max_grad_norm: checkpoint 1.0, now 0.5\)"),
+    ({"max_grad_norm": None}, r"\(max_grad_norm: checkpoint 1.0, now None\)"),
+])
+def test_resume_refuses_other_steps_and_another_max_grad_norm(wordpiece, uninterrupted, change, match):
+    _, _, directory = uninterrupted
+    with pytest.raises(ValueError, match=rf"cannot resume from .*step-000006: settings differ {match}"):
+        run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(directory), resume=True, **change)
+
+
+def pretend_saved_by(folder, world_size):
+    """Make a one-process checkpoint look written by ``world_size`` processes (as if by torchrun)."""
+    import shutil
+
+    from tdnotebooks.checkpoints import write_manifest
+
+    state = torch.load(folder / "state.pt", weights_only=True)
+    state["world_size"] = world_size
+    torch.save(state, folder / "state.pt")
+    for rank in range(1, world_size):
+        shutil.copy(folder / "rng-rank0.pt", folder / f"rng-rank{rank}.pt")
+    write_manifest(folder, state["step"], world_size)
+
+
+def test_another_world_size_must_keep_the_global_batch(wordpiece, tmp_path):
+    run(wordpiece, stop_after=2, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path))
+    pretend_saved_by(tmp_path / "step-000002", 2)                       # 2 processes x 4 blocks per step
+    resume = dict(mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
+    with pytest.raises(ValueError, match=r"the global batch would change from 2 process\(es\) x batch_size=4 = 8 "
+                                         r"blocks to 1 x 4 = 4; to keep it, resume with batch_size=8 "
+                                         r"\(--batch-size 8\) with 1 process\(es\)"):
+        run(wordpiece, **resume)
+    with pytest.warns(UserWarning, match=r"with 1 process\(es\) x batch_size=8 \(saved with 2 x 4\): the same "
+                                         r"global batch of 8 blocks .* not bit-identical"):
+        _, history = run(wordpiece, batch_size=8, **resume)
+    assert history.resumed_from == 2 and len(history.steps) == 6 and all(map(math.isfinite, history.losses))
+    with pytest.raises(ValueError, match=r"from 1 process\(es\) x batch_size=8 = 8 blocks to 1 x 4 = 4; to keep "
+                                         r"it, resume with batch_size=8"):
+        run(wordpiece, **resume)                                         # the newest checkpoint: 1 x 8
+
+
+@pytest.mark.slow
+def test_two_processes_draw_their_own_dropout_and_resume_in_one_with_the_same_global_batch(wordpiece, tmp_path):
+    """torchrun, 2 processes (gloo on CPU): each rank's torch RNG (dropout) is its own, rank 0's as one process
+    would have it; their checkpoint resumes in 1 process only with the same global batch, with a warning."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("WORLD_SIZE", None)
+    settings = dict(mode="sctd", steps=2, batch_size=2, eval_every=0, checkpoint_every=2)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SMALL, **settings}.items() if k not in ("progress", "device")]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(port), "-m", "tdnotebooks.pretraining", *flags,
+                           "--device=cpu", "--no-progress", f"--checkpoint-dir={tmp_path / 'two'}"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = tmp_path / "two" / "step-000002"
+    rank0, rank1 = (torch.load(two / f"rng-rank{r}.pt", weights_only=True)["torch"] for r in (0, 1))
+    assert not torch.equal(rank0, rank1)                                 # not the same dropout masks on both
+    run(wordpiece, **settings, checkpoint_dir=str(tmp_path / "one"))
+    one = torch.load(tmp_path / "one" / "step-000002" / "rng-rank0.pt", weights_only=True)["torch"]
+    assert torch.equal(rank0, one)                                       # rank 0 draws as one process would
+
+    resume = dict(settings, checkpoint_dir=str(tmp_path / "two"), resume=True)
+    with pytest.raises(ValueError, match=r"from 2 process\(es\) x batch_size=2 = 4 blocks to 1 x 2 = 2; to keep "
+                                         r"it, resume with batch_size=4 \(--batch-size 4\)"):
+        run(wordpiece, **resume)
+    with pytest.warns(UserWarning, match=r"the same global batch of 4 blocks"):
+        _, history = run(wordpiece, **{**resume, "batch_size": 4})
+    assert history.resumed_from == 2 and len(history.steps) == 2
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -304,3 +450,21 @@ def test_cli_runs_and_saves_a_plain_bert(capsys, tmp_path):
     assert (out / "history.json").is_file() and (out / "tokenizer.json").is_file()
     with pytest.raises(SystemExit):
         main(["--mode", "dropout"])
+
+
+TINY_CLI = ["--steps", "1", "--batch-size", "2", "--block-size", "32", "--num-layers", "2", "--hidden-size", "32",
+            "--num-heads", "2", "--intermediate-size", "64", "--max-texts", "100", "--eval-every", "0", "--device",
+            "cpu", "--no-progress"]
+
+
+@pytest.mark.parametrize("flags", [["--resume"], ["--checkpoint-every", "1"]])
+def test_cli_checkpoint_dir_that_is_a_file_is_a_usage_error(capsys, tmp_path, flags):
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    with pytest.raises(SystemExit) as exited:
+        main([*TINY_CLI, *flags, "--checkpoint-dir", str(a_file)])
+    assert exited.value.code == 2
+    assert "checkpoint_dir must be a folder" in capsys.readouterr().err and a_file.read_text() == "x"
+    with pytest.raises(SystemExit) as exited:
+        main([*TINY_CLI, "--resume"])                                    # resume without a checkpoint_dir
+    assert exited.value.code == 2 and "checkpoint_dir must be set" in capsys.readouterr().err

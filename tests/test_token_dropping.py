@@ -116,6 +116,40 @@ def test_keep_all_equals_hf_roberta():
     assert half.kept.valid.sum(1).tolist() == [5, 4]
 
 
+@pytest.mark.parametrize("full_kv", [False, True])
+def test_keep_all_equals_hf_electra_logits_loss_and_gradients(full_kv):
+    """ELECTRA's generator: embeddings of their own width projected to the hidden size, a two-part head."""
+    from transformers import ElectraConfig, ElectraForMaskedLM
+
+    torch.manual_seed(0)
+    config = ElectraConfig(vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=4,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=40)
+    mlm = ElectraForMaskedLM._from_config(config, attn_implementation="eager").eval()
+    assert hasattr(mlm.electra, "embeddings_project")
+    ids = torch.randint(5, 100, (2, 10))
+    ids[:, 0], ids[0, 9], ids[1, 6], ids[1, 7:] = 1, 2, 2, 0        # [CLS] ... [SEP] [PAD]
+    attention_mask = (ids != 0).long()
+    labels = torch.full_like(ids, -100)
+    labels[0, 4], labels[1, 2], labels[0, 7] = ids[0, 4], ids[1, 2], ids[0, 7]
+    ids[0, 4] = ids[1, 2] = 3                                       # [MASK]
+    td = TokenDroppingBert(mlm, TokenDroppingConfig(keep_fraction=1.0, first_layer_full_kv=full_kv),
+                           special_token_ids=[0, 1, 2, 3])
+    ref = mlm(input_ids=ids, attention_mask=attention_mask, labels=labels)
+    ref.loss.backward()
+    ref_grads = {name: p.grad.clone() for name, p in mlm.named_parameters()}
+    mlm.zero_grad(set_to_none=True)
+    out = td(ids, attention_mask, labels)
+    out.loss.backward()
+    torch.testing.assert_close(out.logits, ref.logits[labels != -100], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-6)
+    for name, p in mlm.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert set(td.state_dict()) - {"_extra_state"} == {f"mlm.{k}" for k in mlm.state_dict()} | {
+        "importance.table", "importance.high_ids", "importance.low_ids"}
+    half = TokenDroppingBert(mlm, TokenDroppingConfig(keep_fraction=0.5))(ids, attention_mask, labels)
+    assert half.kept.valid.sum(1).tolist() == [5, 4]
+
+
 def test_dropping_changes_the_output(make_mlm, wordpiece, batch):
     mlm = make_mlm()
     td = wrap(mlm, wordpiece, keep_fraction=0.5)

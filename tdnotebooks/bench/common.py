@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_common_arguments", "environment", "fixed_torch_threads", "format_load", "format_table",
-           "int_at_least", "load_average", "run_subcommand", "write_results"]
+from tdnotebooks.validation import arg_type, check_int
+
+__all__ = ["add_common_arguments", "device_arg", "environment", "fixed_torch_threads", "format_load", "format_table",
+           "int_at_least", "load_average", "out_file", "run_subcommand", "write_results"]
 
 
 # ============================================================================ the run's environment
@@ -80,16 +82,32 @@ def write_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
 # ============================================================================ command line
 def int_at_least(low: int) -> Callable[[str], int]:
     """An argparse ``type``: an int >= ``low``, else a usage error naming the option (exit status 2)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {value}")
-        return value
+    return arg_type(check_int, int, low=low)
 
-    return parse
+
+def device_arg(text: str) -> str:
+    """An argparse ``type`` for ``--device`` (with ``choices``): ``cuda`` on a machine without CUDA is a usage
+    error at once, in :func:`tdnotebooks.runtime.get_device`'s words (torch is imported only then)."""
+    if text.startswith("cuda"):
+        from tdnotebooks.runtime import get_device
+
+        try:
+            get_device(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def out_file(text: str) -> str:
+    """An argparse ``type`` for ``--out``: a file path that is not a folder and whose nearest existing parent is a
+    folder, checked before the benchmark runs rather than when its results are written at the end."""
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"must be a file path for the JSON results, got the folder {text!r}")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot create {text!r}: {parent} is a file, not a folder")
+    return text
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, command: str, *, quick_help: str) -> None:
@@ -97,8 +115,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, command: str, *, quick
     ``--device`` and ``--threads``."""
     default_out = f"bench-results/{command}.json"
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--out", default=default_out, metavar="FILE", help=f"JSON results (default {default_out})")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    parser.add_argument("--out", type=out_file, default=default_out, metavar="FILE",
+                        help=f"JSON results (default {default_out})")
+    parser.add_argument("--device", type=device_arg, choices=("cpu", "cuda"),
+                        help="default: cuda when available, else cpu")
     parser.add_argument("--threads", type=int_at_least(1), metavar="N",
                         help="torch CPU threads, fixed for the whole run (default: 1 with --quick, else torch's "
                              "current setting)")

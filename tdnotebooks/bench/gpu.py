@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tdnotebooks.bench.common import format_load, format_table, int_at_least, run_subcommand
+from tdnotebooks.bench.common import format_load, format_table, int_at_least, out_file, run_subcommand
 from tdnotebooks.validation import check_bool, check_int, check_number
 
 __all__ = ["FINETUNE_METHODS", "HELP", "PRETRAIN_MODES", "SECTIONS", "SECTION_WEIGHTS", "GpuBenchConfig",
@@ -575,7 +575,8 @@ def format_report(results: Mapping[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m tdnotebooks.bench gpu``."""
     default_out = "bench-results/gpu.json"
-    parser.add_argument("--out", default=default_out, metavar="FILE", help=f"JSON results (default {default_out})")
+    parser.add_argument("--out", type=out_file, default=default_out, metavar="FILE",
+                        help=f"JSON results (default {default_out})")
     parser.add_argument("--budget-seconds", type=int_at_least(60), default=480, metavar="S",
                         help="hard time budget of the whole run; sections that would overrun are skipped with a "
                              "note (default 480 = 8 minutes)")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "BUNDLED_CORPORA", "BUNDLED_TASKS", "GLUE_TASKS", "HubUnavailableError", "TaskSpec",
+    "BUNDLED_CORPORA", "BUNDLED_TASKS", "GLUE_TASKS", "HubUnavailableError", "TaskSpec", "check_corpus_name",
     "ensure_hub_reachable", "hub_offline", "load_corpus", "load_task", "task_spec", "tokenize",
 ]
 
@@ -144,6 +144,8 @@ def _load_hub_dataset(dataset_id: str, config: str | None):
 # ----------------------------------------------------------------------------- public API
 def task_spec(name: str) -> TaskSpec:
     """The :class:`TaskSpec` of a bundled task or a ``glue/<task>`` name."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
     if name in BUNDLED_TASKS:
         return BUNDLED_TASKS[name]
     if name.startswith("glue/") and name.split("/", 1)[1] in GLUE_TASKS:
@@ -184,13 +186,20 @@ def load_corpus(name: str) -> Any:
     Bundled: ``"shakespeare"`` (one passage per row; column ``work``), ``"kjv"`` (one chapter per row;
     ``book``, ``chapter``). Online: any ``"owner/dataset[:config]"`` with a ``text`` column.
     """
+    check_corpus_name(name)
     if name in BUNDLED_CORPORA:
         return _to_dataset_dict(_read_records(name), ("train", "dev"))
-    if isinstance(name, str) and "/" in name:
-        dataset_id, _, config = name.partition(":")
-        return _load_hub_dataset(dataset_id, config or None)
+    dataset_id, _, config = name.partition(":")
+    return _load_hub_dataset(dataset_id, config or None)
+
+
+def check_corpus_name(name: Any, *, name_of: str = "name") -> str:
+    """``name`` if :func:`load_corpus` accepts it (a bundled corpus or an ``owner/dataset`` hub id), checked
+    without loading anything; else a ValueError naming the argument (``name_of``)."""
+    if name in BUNDLED_CORPORA or (isinstance(name, str) and "/" in name):
+        return name
     raise ValueError(
-        f"name={name!r} is not a known corpus; allowed: {sorted(BUNDLED_CORPORA)} or an 'owner/dataset' hub id"
+        f"{name_of}={name!r} is not a known corpus; allowed: {sorted(BUNDLED_CORPORA)} or an 'owner/dataset' hub id"
     )
 
 

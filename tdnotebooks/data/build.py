@@ -240,14 +240,23 @@ def build_all(sources: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sources", type=Path, help="folder holding (or receiving) the sdists")
-    parser.add_argument("--out", type=Path, default=DATA_DIR, help="where to write the .jsonl.gz files")
+    from tdnotebooks.validation import arg_type, check_folder
+
+    parser = argparse.ArgumentParser(prog="python -m tdnotebooks.data.build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", type=arg_type(check_folder), help="folder holding (or receiving) the sdists")
+    parser.add_argument("--out", type=arg_type(check_folder, must_exist=True), default=str(DATA_DIR),
+                        help="an existing folder where the .jsonl.gz files are written")
     args = parser.parse_args(argv)
+    args.out = Path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
-        sources = args.sources or Path(tmp)
+        sources = Path(args.sources) if args.sources else Path(tmp)
         sources.mkdir(parents=True, exist_ok=True)
-        counts = build_all(sources, args.out)
+        try:
+            counts = build_all(sources, args.out)
+        except subprocess.CalledProcessError as error:     # offline, or PyPI refused: one line, not a traceback
+            parser.exit(1, f"{parser.prog}: error: could not download the sdists ({error}); put "
+                           f"{', '.join(name for _, name in SDISTS.values())} in a folder and pass --sources FOLDER\n")
     for name, n in counts.items():
         print(f"{name:14s} {n:7d} records -> {args.out / (name + '.jsonl.gz')}")
 

@@ -61,6 +61,10 @@ def solution_tokens_to_drop(lengths: Sequence[int] = TRIM_LENGTHS) -> list[int]:
     """
     from tdnotebooks.finetuning.tokendrop import TokenDrop, TokenDropBucketCollator
 
+    if isinstance(lengths, str) or not len(lengths):
+        raise ValueError(f"lengths must be a non-empty list of sequence lengths (one batch), got {lengths!r}")
+    for i, n in enumerate(lengths):
+        validation.check_int(f"lengths[{i}]", n, low=3)     # [CLS], one stopword token, [SEP]
     examples = [_example(n, n - 2) for n in lengths]
     token_drop = TokenDrop(mode="to_length", seed=0)
     target = TokenDropBucketCollator(token_drop, pad_token_id=0, trim_to="shortest").target_length(examples)

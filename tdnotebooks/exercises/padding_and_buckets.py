@@ -18,7 +18,8 @@ from tdnotebooks.exercises import Feedback, check_number, unanswered
 from tdnotebooks.finetuning.bucketing import BucketSampler
 from tdnotebooks.finetuning.lrm import lr_factor
 from tdnotebooks.padding import padding_stats
-from tdnotebooks.validation import is_number
+from tdnotebooks.validation import check_int, is_number
+from tdnotebooks.validation import check_number as check_number_arg  # check_number here is the exercises' one
 
 __all__ = [
     "EXAMPLE_BATCH", "check_batch_size", "check_hwcap", "check_lr_factor", "check_padding_fraction",
@@ -33,6 +34,10 @@ EXAMPLE_BATCH: tuple[int, ...] = (12, 7, 9, 4)
 # ------------------------------------------------------------------------------ 1. padding of one batch
 def solution_padding_fraction(lengths: Sequence[int] = EXAMPLE_BATCH) -> float:
     """Padding fraction of ONE batch holding sequences of ``lengths``, padded to its longest member."""
+    if isinstance(lengths, str) or not len(lengths):
+        raise ValueError(f"lengths must be a non-empty list of sequence lengths, got {lengths!r}")
+    for i, n in enumerate(lengths):
+        check_int(f"lengths[{i}]", n, low=1)
     return padding_stats(lengths, [list(range(len(lengths)))]).padding_fraction
 
 
@@ -148,6 +153,7 @@ def solution_padding_threshold_width(lengths: Sequence[int], threshold: float = 
     ``settings``: the explorer's other controls (``max_length``, ``token_budget``, ``base_batch_size``,
     ``scaling_factor``, ``epoch``, ``rbm``), see :func:`padding_by_width`.
     """
+    check_number_arg("threshold", threshold, low=0, high=1, high_open=True)
     return next((w for w, fraction in padding_by_width(lengths, **settings).items() if fraction > threshold), None)
 
 

@@ -26,6 +26,7 @@ BERT_LARGE = {"num_layers": 24, "start_layer": 11, "end_layer": 23, "keep_fracti
 
 def solution_full_steps(steps: int = 100, fi: int = 10) -> int:
     """Steps t in [0, steps) with t mod Fi == 0 (counted with sctd.is_full_step)."""
+    validation.check_int("steps", steps, low=1)
     return sum(is_full_step(t, fi) for t in range(steps))
 
 
@@ -38,6 +39,7 @@ def check_full_steps(answer: Any, steps: int = 100, fi: int = 10) -> Feedback:
 
 def solution_sctd_cost(fi: int = 10, model: Mapping[str, Any] | None = None) -> float:
     """Cost of an ScTD step in baseline steps: flops_ratio(model) + 1/Fi (BERT-large, 512 tokens by default)."""
+    validation.check_int("fi (the interval Fi)", fi, low=1)
     return flops_ratio(**dict(model or BERT_LARGE)) + 1.0 / fi
 
 
@@ -65,6 +67,13 @@ def check_break_even_fi(answer: Any, r: float) -> Feedback:
 
 def solution_total_loss(terms: Mapping[str, float], lam: float = 0.05, full_mlm: bool = True) -> float:
     """Eq. 4 at a full step: 1/2 MLM* + 1/2 MLM + lam (KL_g + KL_l) (official code: MLM* + lam (KL_g + KL_l))."""
+    validation.check_number("lam (lambda)", lam, low=0)
+    validation.check_bool("full_mlm", full_mlm)
+    missing = [k for k in ("mlm_dropped", "mlm_full", "kl_global", "kl_local")
+               if not isinstance(terms, Mapping) or not validation.is_number(terms.get(k))]
+    if missing:
+        raise ValueError(f"terms must hold a number for each of mlm_dropped, mlm_full, kl_global, kl_local; "
+                         f"missing {', '.join(missing)}")
     kl = lam * (terms["kl_global"] + terms["kl_local"])
     return (0.5 * terms["mlm_dropped"] + 0.5 * terms["mlm_full"] if full_mlm else terms["mlm_dropped"]) + kl
 

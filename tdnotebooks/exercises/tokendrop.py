@@ -15,6 +15,7 @@ from typing import Any
 from tdnotebooks.exercises import Feedback, check_choice, check_number, unanswered
 from tdnotebooks.finetuning.tokendrop import TokenDrop, find_stopwords, highlight_dropped, is_stopword
 from tdnotebooks.stopwords import stopword_set
+from tdnotebooks.validation import check_number as _check_number_arg  # check_number here: the exercises'
 from tdnotebooks.validation import is_number
 
 __all__ = [
@@ -22,6 +23,12 @@ __all__ = [
     "check_words_dropped", "expected_dropped_tokens", "solution_count_changes_with_epoch",
     "solution_never_dropped", "solution_token_share", "solution_words_dropped",
 ]
+
+
+def _check_rate(rate: Any) -> float:
+    """TokenDrop's rate, a number in [0, 1], checked before any work."""
+    return _check_number_arg("rate", rate, low=0, high=1)
+
 
 SENTENCE = "The jokes are not funny at all."
 """Exercise 1's sentence."""
@@ -139,6 +146,10 @@ def expected_dropped_tokens(example: Mapping[str, Any], rate: float = 0.3) -> fl
     Algorithm 1 drops a uniformly random set of ``k = round(rate × n)`` of the ``n`` stopword words, so each
     word goes with probability ``k / n``: the expectation is ``k / n × (tokens of all stopword words)``.
     """
+    _check_rate(rate)
+    if not isinstance(example, Mapping) or "stopword_spans" not in example:
+        raise ValueError("example must be a row of a prepared split (with stopword_spans): "
+                         "tdnotebooks.finetuning.prepare(data, tokenizer)[i]")
     spans = [(int(s), int(e)) for s, e in example["stopword_spans"]]
     if not spans:
         return 0.0
@@ -148,6 +159,7 @@ def expected_dropped_tokens(example: Mapping[str, Any], rate: float = 0.3) -> fl
 
 def solution_token_share(data: Iterable[Mapping[str, Any]], rate: float = 0.3) -> float:
     """Expected share of all tokens of ``data`` (prepared: ``input_ids``, ``stopword_spans``) removed per epoch."""
+    _check_rate(rate)
     removed = total = 0.0
     for example in data:
         removed += expected_dropped_tokens(example, rate)

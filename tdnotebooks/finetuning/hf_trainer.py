@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
+from tdnotebooks.checks import check_classifier, check_split
 from tdnotebooks.finetuning.distributed import ShardedCollator, example_losses
 from tdnotebooks.finetuning.lrm import lr_factor
 from tdnotebooks.finetuning.train import (
@@ -78,6 +79,26 @@ class _LRMCallback(TrainerCallback):
             group["lr"] = lr
 
 
+def _check_model_and_data(trainer: Trainer, td_config: FinetuneConfig) -> int:
+    """The model, the tokenizer's pad id and the datasets against each other, before any step; the pad id."""
+    pad_id = getattr(trainer.processing_class, "pad_token_id", None)
+    if pad_id is None:
+        raise ValueError("processing_class must be the tokenizer, with a pad token: BucketTrainer pads its batches "
+                         f"with its pad_token_id, got {type(trainer.processing_class).__name__} with pad_token_id "
+                         "None; set tokenizer.pad_token (e.g. = tokenizer.eos_token) and pass "
+                         "processing_class=tokenizer")
+    check_classifier(trainer.model, pad_id)
+    uses_token_drop = td_config.method == "tokendrop_bucket" or td_config.token_drop_rate > 0
+    needed = ("length", "stopword_spans", "idx") if uses_token_drop else ("length",)
+    check_split("train_dataset", trainer.train_dataset, trainer.model, columns=needed)
+    evals = trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) else {"": trainer.eval_dataset}
+    for key, split in evals.items():   # Trainer's own collator pads these: only what the model must read
+        if "input_ids" in getattr(split, "column_names", ()):
+            check_split(f"eval_dataset{f'[{key!r}]' if key else ''}", split, trainer.model, columns=(),
+                        labels=any(c in split.column_names for c in ("label", "labels")))
+    return pad_id
+
+
 class BucketTrainer(Trainer):
     """``transformers.Trainer`` with BucketSampler/TokenDrop batching and Learning Rate Modulation.
 
@@ -85,7 +106,9 @@ class BucketTrainer(Trainer):
         td_config: the batching (``method``, bucket settings, TokenDrop, LRM, dropout); default
             ``FinetuneConfig(method="bucket", base_batch_size=args.per_device_train_batch_size)``. Its
             optimizer settings (lr, epochs, ...) are not used: ``TrainingArguments`` sets those.
-        *args, **kwargs: as for ``Trainer``.
+        *args, **kwargs: as for ``Trainer``; ``processing_class`` must be the tokenizer (its pad token pads
+            the batches). The model, the tokenizer and the datasets are checked against each other first
+            (:mod:`tdnotebooks.checks`).
 
     After training, :attr:`lr_factors` holds the LRM factor of every optimizer step.
     """
@@ -94,14 +117,12 @@ class BucketTrainer(Trainer):
         if td_config is not None and not isinstance(td_config, FinetuneConfig):
             raise ValueError(f"td_config must be None or a FinetuneConfig, got {type(td_config).__name__}")
         super().__init__(*args, **kwargs)
-        if self.train_dataset is None or "length" not in self.train_dataset.column_names:
-            raise ValueError("train_dataset must be tokenized with a 'length' column (use "
-                             "tdnotebooks.finetuning.tokendrop.prepare)")
+        if self.train_dataset is None:
+            raise ValueError("train_dataset is required: a split made by tdnotebooks.finetuning.prepare")
         self.td_config = td_config or FinetuneConfig(method="bucket",
                                                      base_batch_size=self.args.per_device_train_batch_size)
-        tokenizer = self.processing_class
-        pad_id = getattr(tokenizer, "pad_token_id", None)
-        self.batching: Batching = make_batching(self.td_config, self.train_dataset, pad_id or 0)
+        pad_id = _check_model_and_data(self, self.td_config)
+        self.batching: Batching = make_batching(self.td_config, self.train_dataset, pad_id)
         self.loss_is_scaled_for_ga = True  # compute_loss normalises by the examples of the whole step
         self.examples_in_step = 0  # N of the optimizer step being run: all ranks, all micro-batches
         self.lr_factors: list[float] = []

@@ -124,6 +124,10 @@ def profile_hwcap(
         memory_limit = check_number("memory_limit (bytes)", memory_limit, 0, low_open=True)
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
+    else:  # a device this machine has: get_device refuses 'cuda' without CUDA, 'mps' off a Mac, in plain words
+        from tdnotebooks.runtime import get_device
+
+        device = get_device(device)
     device = torch.device(device)
 
     if device.type != "cuda":

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tdnotebooks.checks import check_classifier, check_split
 from tdnotebooks.finetuning.bucketing import BucketSampler
 from tdnotebooks.finetuning.collate import PadToBatchMax
 from tdnotebooks.padding import PaddingStats, random_batches
@@ -71,6 +72,8 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
     BatchCap (server mode uses the hardware cap directly), residual batches merged;
     ``"bucketed_tokendrop"`` — the same batches trimmed to their shortest member by dropping stopwords
     (needs ``token_drop=TokenDrop(mode="to_length")`` and data from :func:`tdnotebooks.finetuning.tokendrop.prepare`).
+    A Hugging Face ``model`` and ``data`` are checked against each other first (:mod:`tdnotebooks.checks`: token
+    ids in the vocabulary, lengths within the position embeddings, ``pad_token_id`` the model's pad token).
     """
     check_choice("batching", batching, BATCHINGS)
     check_int("batch_size", batch_size, low=1)
@@ -79,14 +82,20 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
     check_int("bucket_width", bucket_width, low=1)
     check_int("pad_token_id", pad_token_id, low=0)
     check_int("seed", seed, low=0)
+    if token_drop is not None and batching != "bucketed_tokendrop":
+        raise ValueError(f"token_drop is only used with batching='bucketed_tokendrop', got batching={batching!r} "
+                         f"and token_drop={token_drop!r}")
     if batching == "bucketed_tokendrop":
         from tdnotebooks.finetuning.tokendrop import TokenDrop
 
         if not isinstance(token_drop, TokenDrop):
             raise ValueError("batching='bucketed_tokendrop' needs token_drop=TokenDrop(mode='to_length')")
+    hf_model = model if hasattr(model, "config") else None  # a stand-in without a config: the data's shape only
+    if hf_model is not None:
+        check_classifier(hf_model, pad_token_id)
+    needed = ("length", "stopword_spans", "idx") if batching == "bucketed_tokendrop" else ("length",)
+    check_split("data", data, hf_model, labels=False, columns=needed)
     n = len(data)
-    if n == 0:
-        raise ValueError("data is empty: nothing to predict")
     device = next(model.parameters()).device
     if batching == "random":
         batches = random_batches(n, batch_size, seed)
@@ -134,6 +143,8 @@ def latency_at_batch_size_1(model: torch.nn.Module, tokenizer: Any, texts: Seque
     """Real-time inference with TokenDrop at ``rate``: one request at a time; median latency and accuracy."""
     from tdnotebooks.finetuning.tokendrop import drop_stopwords_for_inference
 
+    if isinstance(texts, str):
+        raise ValueError(f"texts must be a list of strings (one request each), got the str {texts[:40]!r}")
     if len(texts) != len(labels) or len(texts) == 0:
         raise ValueError(f"texts and labels must be non-empty and of equal length, got {len(texts)} and {len(labels)}")
     check_int("warmup", warmup, low=0)

@@ -46,6 +46,8 @@ class LRModulator:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, base_batch_size: int) -> None:
+        if not hasattr(optimizer, "param_groups"):
+            raise ValueError(f"optimizer must be a torch optimizer (with param_groups), got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_batch_size = check_int("base_batch_size", base_batch_size, 1)
         self.last_factor: float | None = None

@@ -54,6 +54,8 @@ def plan_epochs(config: FinetuneConfig, train: Any, pad_token_id: int, epochs: i
     ``finetune(model, train, dev, config)`` trains on exactly these batches (``history.epochs[k]`` holds the
     same counts); the planning is a function of ``config`` and ``train`` alone.
     """
+    if not isinstance(config, FinetuneConfig):
+        raise ValueError(f"config must be a FinetuneConfig, got {type(config).__name__}")
     epochs = config.epochs if epochs is None else check_int("epochs", epochs, 1)
     pad_token_id = check_int("pad_token_id", pad_token_id, 0)
     batching = make_batching(config, train, pad_token_id)

@@ -75,6 +75,9 @@ def bucket_upper_lengths(max_length: int, bucket_width: int = 5) -> list[int]:
 
 
 def _check_lengths(lengths: Sequence[int]) -> np.ndarray:
+    if lengths is None or isinstance(lengths, (str, bytes)) or not hasattr(lengths, "__iter__"):
+        raise ValueError(f"lengths must be a sequence of ints >= 1, the tokens of each example (e.g. "
+                         f"train['length'] of a split made by tdnotebooks.finetuning.prepare), got {lengths!r}")
     arr = _as_array(lengths)
     if arr.size == 0:
         raise ValueError("lengths is empty: need at least one example length")
@@ -274,6 +277,8 @@ def merge_residual_batches(residuals: Sequence[tuple[Sequence[int], int]]) -> li
     Hence every merged batch holds at most the batch size of its longest member's bucket, and only the
     final one (lines 16-17) can be smaller than that without having met a later bucket's size.
     """
+    for i, (_, batch_size) in enumerate(residuals):
+        check_int(f"residuals[{i}]'s batch size", batch_size, low=1)
     merged: list[list[int]] = []
     new_batch: list[int] = []
     for residual, batch_size in residuals:  # line 7
@@ -398,6 +403,8 @@ def epoch_batches(spec: BucketSpec, *, seed: int, epoch: int) -> list[list[int]]
         >>> epoch_batches(spec, seed=0, epoch=0)
         [[0, 1], [6, 7], [9], [2, 3, 4, 5], [8]]
     """
+    if not isinstance(spec, BucketSpec):
+        raise ValueError(f"spec must be a BucketSpec, got {type(spec).__name__}")
     seed, epoch = check_int("seed", seed), check_int("epoch", epoch, 0)
     g = _generator(seed, epoch)
     by_reachable = spec.rbm and spec.rbm_by_reachable and spec.excess is not None

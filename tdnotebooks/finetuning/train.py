@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
+from tdnotebooks.checkpoints import check_checkpoint_dir
+from tdnotebooks.checks import check_classifier, check_split
 from tdnotebooks.finetuning.bucketing import BucketSampler
 from tdnotebooks.finetuning.callbacks import FinetuneCallback
 from tdnotebooks.finetuning.collate import PadToBatchMax
@@ -96,7 +98,7 @@ class FinetuneConfig:
     checkpoint_dir: str | None = None  # where checkpoints go (a folder; created, checked before step 0)
     checkpoint_every: int | None = None  # optimizer steps between checkpoints (and one at the end); None: none
     keep_checkpoints: int | None = None  # keep only the newest N (None: all)
-    resume: bool = False              # go on from the newest checkpoint of checkpoint_dir, exactly
+    resume: bool = False              # go on from the newest complete checkpoint of checkpoint_dir, exactly
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -127,6 +129,7 @@ class FinetuneConfig:
             raise ValueError("checkpoint_every and resume=True need checkpoint_dir (a folder), got checkpoint_dir=None")
         if self.device is not None and not isinstance(self.device, str):
             raise ValueError(f"device must be None (automatic) or a str such as 'cpu' or 'cuda', got {self.device!r}")
+        get_device(self.device)     # 'tpu', or 'cuda' on a machine without one: refused now, not at training time
         dropout = self.tokendrop_dropout
         if dropout is not None and dropout != "paper" and not _is_dropout_rate(dropout):
             raise ValueError(f"tokendrop_dropout must be 'paper', None (keep the model's) or a number in [0, 1), "
@@ -301,23 +304,6 @@ def _collator_counts(collate: Any) -> tuple[int, int, int]:
 # Settings a resumed run may change; every other FinetuneConfig field must equal the checkpoint's.
 RESUME_MAY_DIFFER = ("progress", "eval_batch_size", "device", "checkpoint_dir", "checkpoint_every",
                      "keep_checkpoints", "resume")
-SPLIT_COLUMNS = ("input_ids", "length", "label")
-
-
-def _check_split(name: str, split: Any) -> None:
-    """A non-empty split made by :func:`~tdnotebooks.finetuning.tokendrop.prepare` (or with its columns)."""
-    columns = getattr(split, "column_names", None)
-    if columns is None:
-        raise ValueError(f"{name} must be a datasets.Dataset made by tdnotebooks.finetuning.prepare, got "
-                         f"{type(split).__name__}")
-    missing = [c for c in SPLIT_COLUMNS if c not in columns]
-    if missing:
-        raise ValueError(f"{name} is missing the columns {missing} (it has {columns}); prepare it first: "
-                         f"{name} = tdnotebooks.finetuning.prepare({name}, tokenizer)")
-    if len(split) == 0:
-        raise ValueError(f"{name} is empty: fine-tuning needs at least one example")
-
-
 def _data_fingerprint(train: Any) -> str:
     """Which examples in which order, by length: a resumed run must see the same training split."""
     import hashlib
@@ -372,11 +358,20 @@ def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfi
         >>> history = finetune(model, train, dev, method="tokendrop_bucket", epochs=2)   # doctest: +SKIP
         >>> history.final_dev_accuracy, history.padding.padding_fraction                  # doctest: +SKIP
     """
+    if config is not None and not isinstance(config, FinetuneConfig):
+        raise ValueError(f"config must be None or a FinetuneConfig, got {type(config).__name__}")
     config = FinetuneConfig(**{**asdict(config or FinetuneConfig()), **overrides})
     if stop_after is not None:
         check_int("stop_after", stop_after, low=1)
-    _check_split("train", train)
-    _check_split("dev", dev)
+    check_int("pad_token_id", pad_token_id, low=0)
+    for i, callback in enumerate(callbacks):
+        if not isinstance(callback, FinetuneCallback):
+            raise ValueError(f"callbacks[{i}] must be a FinetuneCallback, got {type(callback).__name__}")
+    check_classifier(model, pad_token_id)  # model and data: one clear error before the model is touched
+    uses_token_drop = config.method == "tokendrop_bucket" or config.token_drop_rate > 0
+    needed = ("length", "stopword_spans", "idx") if uses_token_drop else ("length",)
+    check_split("train", train, model, columns=needed)
+    check_split("dev", dev, model)
     run = _set_up(model, train, config, pad_token_id)
     history = FinetuneHistory(config={**asdict(config), "train_dropout": tokendrop_dropout_rate(config, len(train)),
                                       "world_size": run.world})
@@ -414,8 +409,8 @@ def _set_up(model: Any, train: Any, config: FinetuneConfig, pad_token_id: int) -
     accelerator = make_accelerator(cpu=device.type != "cuda")
     if accelerator.num_processes > 1:
         device = accelerator.device
-    if config.checkpoint_dir is not None:
-        _check_checkpoint_dir(config.checkpoint_dir)
+    if config.checkpoint_dir is not None:  # before step 0: a writable folder; stale .tmp-step-* removed
+        check_checkpoint_dir(config.checkpoint_dir, clean=accelerator.is_main_process)
     seed_everything(config.seed)
     if accelerator.process_index > 0:  # every rank its own dropout masks; rank 0 draws as one process would
         torch.manual_seed(config.seed + 7919 * accelerator.process_index)
@@ -547,45 +542,32 @@ def _checkpoint_due(config: FinetuneConfig, global_step: int) -> bool:
     return bool(config.checkpoint_every) and global_step % config.checkpoint_every == 0
 
 
-def _check_checkpoint_dir(path: str) -> None:
-    """Before step 0: a folder (created if missing) that this process can write to."""
-    from pathlib import Path
-
-    root = Path(path)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"checkpoint_dir must be a folder, got {path!r}, which is a file")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"checkpoint_dir={path!r} is not writable: {error.strerror}") from None
-
-
 def _save(run: _Run, config: FinetuneConfig, train: Any, history: FinetuneHistory, global_step: int,
           position: tuple[int, int, _EpochTally]) -> None:
-    from tdnotebooks.checkpoints import save_checkpoint
+    from tdnotebooks.checkpoints import model_architecture, save_checkpoint
 
     epoch, step_in_epoch, tally = position
     state = {"global_step": global_step, "epoch": epoch, "step_in_epoch": step_in_epoch, "tally": asdict(tally),
              "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
              "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
              "history": history.as_dict(), "config": asdict(config), "world_size": run.world,
+             "architecture": model_architecture(run.model, classifier=True),
              "data": {"examples": len(train), "fingerprint": _data_fingerprint(train)}}
     save_checkpoint(config.checkpoint_dir, global_step, state, run.accelerator, keep=config.keep_checkpoints)
 
 
 def _resume(run: _Run, config: FinetuneConfig, train: Any, history: FinetuneHistory) -> tuple[int, int, _EpochTally]:
-    """Load the newest checkpoint of ``config.checkpoint_dir`` into ``run`` and ``history``; where to go on."""
+    """Load the newest complete checkpoint of ``config.checkpoint_dir`` into ``run`` and ``history`` (after
+    checking the settings, the data and the model's architecture); where to go on. Another number of processes
+    is allowed with a warning: the global batches do not depend on it, only the dropout masks do."""
     import warnings
 
-    from tdnotebooks.checkpoints import latest_checkpoint, load_checkpoint, set_rng_state
+    from tdnotebooks.checkpoints import check_architecture, latest_checkpoint, load_checkpoint, set_rng_state
 
-    path = latest_checkpoint(config.checkpoint_dir)
+    path = latest_checkpoint(config.checkpoint_dir)  # the newest complete one; damaged ones: skipped, warned
     if path is None:
         return 0, 0, _EpochTally()
-    state, rng = load_checkpoint(path, run.rank)
+    state, rng = load_checkpoint(path, run.rank)  # rng None only for a rank the checkpoint did not have
     saved = state["config"]
     differs = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in asdict(config).items()
                if k not in RESUME_MAY_DIFFER and saved.get(k) != v]
@@ -593,6 +575,7 @@ def _resume(run: _Run, config: FinetuneConfig, train: Any, history: FinetuneHist
         differs.append(f"train: checkpoint {state['data']['examples']} examples, now {len(train)} (or other lengths)")
     if differs:
         raise ValueError(f"cannot resume from {path}: settings differ ({'; '.join(differs)})")
+    check_architecture(path, state.get("architecture"), run.model, classifier=True)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])

@@ -418,10 +418,15 @@ def compare_pretraining(methods: Mapping[str, Mapping[str, Any]], config: Any = 
         drift_texts = _check_texts("drift_texts", drift_texts)
     if probe_data is not None and len(probe_data) != 4:
         raise ValueError("probe_data must be (train_texts, train_labels, dev_texts, dev_labels)")
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    if config is not None and not isinstance(config, PretrainConfig):
+        raise ValueError(f"config must be None or a PretrainConfig, got {type(config).__name__}")
     base = asdict(config) if config is not None else asdict(PretrainConfig(progress=False))
-    for overrides in methods.values():                    # every bad setting before the first long run
+    for label, overrides in methods.items():              # every bad setting before the first long run
+        unknown = sorted(set(dict(overrides)) - set(base))
+        if unknown:
+            raise ValueError(f"methods[{label!r}] sets {', '.join(unknown)}, which PretrainConfig does not have")
         PretrainConfig(**{**base, **dict(overrides)})
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
     say = progress or (lambda _message: None)
 
     results: dict[str, dict] = {}

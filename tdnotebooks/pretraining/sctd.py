@@ -202,6 +202,11 @@ def sctd_loss(model: TokenDroppingBert, input_ids: torch.Tensor, attention_mask:
     MLM* + lambda (KL_g + KL_l), the official code's objective). In training mode the two passes draw
     different dropout masks, as in the official code.
     """
+    if not isinstance(model, TokenDroppingBert):
+        raise ValueError(f"model must be a TokenDroppingBert (wrap the MLM model: TokenDroppingBert(mlm, ...)), "
+                         f"got {type(model).__name__}")
+    if config is not None and not isinstance(config, ScTDConfig):
+        raise ValueError(f"config must be None or a ScTDConfig, got {type(config).__name__}")
     config = config if config is not None else ScTDConfig()
     if labels is None:
         raise ValueError("labels are required: ScTD is an MLM objective (-100 at positions not masked)")

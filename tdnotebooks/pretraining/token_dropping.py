@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tdnotebooks.checks import check_batch, max_positions
 from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
@@ -104,6 +105,9 @@ class TokenDroppingConfig:
         for name in ("start_layer", "end_layer"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), low=0)
+        if self.start_layer is not None and self.end_layer is not None and self.start_layer >= self.end_layer:
+            raise ValueError(f"start_layer must be < end_layer (dropped layers [start_layer, end_layer)), got "
+                             f"start_layer={self.start_layer}, end_layer={self.end_layer}")
 
     @property
     def drop_fraction(self) -> float | None:
@@ -148,6 +152,8 @@ class ImportanceTable(nn.Module):
         check_int("vocab_size", vocab_size, low=1)
         check_number("beta", beta, low=0, high=1, high_open=True)
         check_number("initial", initial)
+        check_number("high", high)
+        check_number("low", low, high=high, high_open=True)     # pinned low must stay below pinned high
         high_ids = sorted({int(i) for i in special_token_ids if i is not None and i != pad_token_id})
         for i in [*high_ids, *([] if pad_token_id is None else [pad_token_id])]:
             if not 0 <= i < vocab_size:
@@ -225,10 +231,13 @@ class KeptTokens:
 def keep_counts(real_lengths: torch.Tensor, forced_counts: torch.Tensor, keep_fraction: float | None = None,
                 keep_k: int | None = None) -> torch.Tensor:
     """Tokens each sequence keeps: ceil(keep_fraction * n) or keep_k, at least the forced ones, at most n."""
+    if keep_fraction is not None and keep_k is not None:
+        raise ValueError("give keep_fraction or keep_k, not both")
     if keep_fraction is not None:
+        check_number("keep_fraction", keep_fraction, low=0, high=1, low_open=True)
         budget = torch.ceil(real_lengths.double() * keep_fraction - 1e-9).long()
     elif keep_k is not None:
-        budget = torch.full_like(real_lengths, keep_k)
+        budget = torch.full_like(real_lengths, check_int("keep_k", keep_k, low=1))
     else:
         raise ValueError("give keep_fraction or keep_k")
     return torch.minimum(torch.maximum(budget, forced_counts), real_lengths)
@@ -306,20 +315,35 @@ def layer_with_full_kv(layer: nn.Module, kept: torch.Tensor, full: torch.Tensor,
 
 
 def _encoder_and_head(mlm: nn.Module) -> tuple[Any, Any]:
-    """(encoder, MLM head) of a BERT-layout masked LM, None where missing."""
+    """(encoder, MLM head) of a BERT-layout masked LM, None where missing.
+
+    Heads: BERT's ``cls``, RoBERTa's ``lm_head``, ELECTRA's generator ``generator_predictions`` then
+    ``generator_lm_head`` (chained here, not registered: the state dict keeps the model's own names).
+    """
     base = getattr(mlm, str(getattr(mlm, "base_model_prefix", "")), None)
     if not (hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer")):
         base = None
     head = getattr(mlm, "cls", None)
     head = getattr(mlm, "lm_head", None) if head is None else head
+    if head is None and isinstance(getattr(mlm, "generator_predictions", None), nn.Module):
+        head = nn.Sequential(mlm.generator_predictions, mlm.generator_lm_head)
     return base, head if isinstance(head, nn.Module) else None
+
+
+def _embed(base: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+           position_ids: torch.Tensor | None) -> torch.Tensor:
+    """The embedding output as the encoder's first layer sees it (ELECTRA projects it to the hidden size)."""
+    hidden = base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
+    project = getattr(base, "embeddings_project", None)
+    return hidden if project is None else project(hidden)
 
 
 @dataclass
 class TokenDroppingOutput:
     """What one forward pass returns. N = number of masked positions in the batch (row-major order).
 
-    loss: mean cross-entropy over the masked positions (None without labels).
+    loss: mean cross-entropy over the masked positions (None without labels); 0 when no position is masked
+        (every label -100), still part of the graph, so ``backward`` adds zero gradients instead of NaN.
     logits: (N, V) MLM logits at the masked positions only.
     per_prediction_loss: (N,) cross-entropy of each prediction (feeds the importance table).
     target_ids: (N,) original ids at the masked positions; masked_positions: (N, 2) (batch, position).
@@ -342,7 +366,10 @@ class TokenDroppingOutput:
 class TokenDroppingBert(nn.Module):
     """Token dropping around a Hugging Face ``BertForMaskedLM``, holding a reference to it (no copy).
 
-    ``RobertaForMaskedLM`` works too (same layer layout, head ``lm_head``).
+    ``RobertaForMaskedLM`` and ``ElectraForMaskedLM`` (the generator) work too: same layer layout, heads
+    ``lm_head`` / ``generator_predictions`` + ``generator_lm_head`` (``models.SUPPORTED_MODEL_TYPES``).
+    Every forward checks its batch first (:func:`tdnotebooks.checks.check_batch`: shapes, length <= the
+    position embeddings, ids in the vocabulary; one reduction, i.e. one synchronisation on a GPU).
 
     special_token_ids: ids always kept and pinned high in the importance table (e.g. a tokenizer's
     ``all_special_ids``; [PAD] in that list is ignored). pad_token_id: pinned low (default: the model
@@ -355,12 +382,17 @@ class TokenDroppingBert(nn.Module):
         super().__init__()
         base, head = _encoder_and_head(mlm)
         if base is None or head is None or not hasattr(mlm, "config"):
+            from tdnotebooks.models import SUPPORTED_MODEL_TYPES
+
             raise ValueError("model must be a Hugging Face BertForMaskedLM-style model (.bert.embeddings, "
-                             ".bert.encoder.layer, an MLM head .cls; RoBERTa: .roberta, .lm_head), "
-                             f"got {type(mlm).__name__}")
+                             ".bert.encoder.layer, an MLM head .cls; RoBERTa: .roberta, .lm_head; ELECTRA: "
+                             ".electra, .generator_lm_head), model types "
+                             f"{', '.join(SUPPORTED_MODEL_TYPES)}; got {type(mlm).__name__}")
         if getattr(mlm.config, "is_decoder", False):
             raise ValueError("model must be a bidirectional encoder (config.is_decoder=False)")
         self.mlm = mlm
+        if config is not None and not isinstance(config, TokenDroppingConfig):
+            raise ValueError(f"config must be None or a TokenDroppingConfig, got {type(config).__name__}")
         config = config if config is not None else TokenDroppingConfig()
         self.start, self.end = config.layer_range(len(base.encoder.layer))
         self.config = replace(config, start_layer=self.start, end_layer=self.end)   # resolved, saved as is
@@ -419,7 +451,11 @@ class TokenDroppingBert(nn.Module):
 
         drop=False runs the full model with the same weights (the baseline pass of ScTD).
         """
-        layers = self.encoder_model.encoder.layer
+        base = self.encoder_model
+        check_batch(input_ids, base.embeddings.word_embeddings.num_embeddings, max_positions(self.mlm),
+                    attention_mask=attention_mask, labels=labels, token_type_ids=token_type_ids,
+                    type_vocab_size=getattr(self.mlm.config, "type_vocab_size", None))
+        layers = base.encoder.layer
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if labels is None:
@@ -427,8 +463,7 @@ class TokenDroppingBert(nn.Module):
         else:
             masked = labels.ne(IGNORE_INDEX)
 
-        hidden = self.encoder_model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
-                                               position_ids=position_ids)
+        hidden = _embed(base, input_ids, token_type_ids, position_ids)
         full_mask = self._mask(hidden, attention_mask)
         for layer in layers[:self.start]:                       # 1. the first layers see every token
             hidden = layer(hidden, full_mask)
@@ -461,7 +496,7 @@ class TokenDroppingBert(nn.Module):
             targets = labels[masked]
             logits = self.mlm_head(hidden[masked])
             per_loss = F.cross_entropy(logits.float(), targets, reduction="none")
-            loss = per_loss.mean()
+            loss = per_loss.mean() if per_loss.numel() else per_loss.sum()  # no masked position: 0, not NaN
         return TokenDroppingOutput(loss=loss, logits=logits, per_prediction_loss=per_loss, target_ids=targets,
                                    masked_positions=positions, last_hidden_state=hidden,
                                    drop_end_hidden_state=drop_end_hidden, kept=kept)
@@ -484,6 +519,9 @@ def layer_flops(q_len: float, kv_len: float, hidden_size: int, intermediate_size
     Q and output projections 2*2*q*h^2, K and V projections 2*2*kv*h^2, scores and weighted sum
     2*2*q*kv*h, feed-forward 2*2*q*h*f. With q = kv = n: 8nh^2 + 4n^2h + 4nhf.
     """
+    for name, value in (("q_len", q_len), ("kv_len", kv_len), ("hidden_size", hidden_size),
+                        ("intermediate_size", intermediate_size)):
+        check_number(name, value, low=0)
     h, f = hidden_size, intermediate_size
     return 4 * q_len * h * h + 4 * kv_len * h * h + 4 * q_len * kv_len * h + 4 * q_len * h * f
 

@@ -17,8 +17,10 @@ Reproducible and resumable by construction: the batch of step t is a pure functi
 (seed, t, rank): the sample order comes from a seeded permutation per epoch, the masks from a generator
 seeded with (seed, t, rank). A checkpoint (every ``checkpoint_every`` steps; written to a temporary
 folder, then renamed) holds the model with its importance table, optimizer, scheduler, gradient scaler,
-every rank's RNG states, the step, the data position and the history; ``resume=True`` continues from
-the newest one, and on CPU the resumed run's per-step losses equal the uninterrupted run's.
+every rank's RNG states, the step, the data position, the history and a manifest of its files;
+``resume=True`` continues from the newest complete one (a damaged one is skipped with a warning), and on CPU
+the resumed run's per-step losses equal the uninterrupted run's. A resume keeps the settings, the model's
+sizes and the global batch (processes x batch_size) of its checkpoint, or says which differ.
 
 Built on accelerate: the same code runs on CPU, one GPU (AMP through ``mixed_precision``) and several
 GPUs or CPU processes (``accelerate launch -m tdnotebooks.pretraining ...`` or ``torchrun``, DDP).
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -44,12 +47,17 @@ import torch
 from torch import nn
 
 from tdnotebooks.checkpoints import (
+    check_architecture,
+    check_checkpoint_dir,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    model_architecture,
     save_checkpoint,
     set_rng_state,
 )
+from tdnotebooks.checks import check_mlm_model, check_special_token
+from tdnotebooks.checks import max_positions as model_max_positions
 from tdnotebooks.pretraining.sctd import REDUCTIONS, ScTDConfig, is_full_step, sctd_loss
 from tdnotebooks.pretraining.token_dropping import IGNORE_INDEX, TokenDroppingBert, TokenDroppingConfig
 from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
@@ -84,7 +92,8 @@ class PretrainConfig:
     lam, fi, kl_target, kl_reduction, stop_gradient, full_mlm: ScTD (see :class:`~tdnotebooks.pretraining.sctd.ScTDConfig`).
     num_layers, hidden_size, num_heads, intermediate_size: the tiny BERT built when no model is given.
     corpus, max_texts (first texts of the train split; None = all), mlm_probability: the data.
-    checkpoint_every (0 = never), checkpoint_dir, keep_checkpoints (newest kept; None = all), resume.
+    checkpoint_every (0 = never), checkpoint_dir (a folder, checked before step 0), keep_checkpoints (newest
+    kept; None = all), resume (from the newest complete checkpoint; steps must be the checkpoint's).
     eval_every (0 = never; the last step is evaluated too), eval_blocks, eval_batch_size: dev MLM loss
     of the full model (drop=False) on the first eval_blocks dev blocks, masked the same way every time.
     device: "auto", "cpu" or "cuda"; mixed_precision: "auto" (bf16 or fp16 on CUDA, none on CPU), "no",
@@ -372,10 +381,14 @@ class PretrainHistory:
 # ----------------------------------------------------------------------------------------------------------
 
 
-# Settings a resumed run must share with its checkpoint (others, like steps or eval_every, may change).
-RESUME_MUST_MATCH = ("mode", "batch_size", "block_size", "lr", "warmup", "weight_decay", "keep_fraction",
-                     "start_layer", "end_layer", "beta", "first_layer_full_kv", "lam", "fi", "kl_target",
-                     "kl_reduction", "stop_gradient", "full_mlm", "corpus", "max_texts", "mlm_probability", "seed")
+# Settings a resumed run must share with its checkpoint (others, like eval_every or checkpoint_every, may
+# change). steps too: the learning rate decays to 0 over steps, so a run resumed with other steps would follow
+# neither run's schedule. batch_size is checked as the global batch, processes x batch_size (_check_world_size);
+# the model's sizes as its architecture (tdnotebooks.checkpoints.check_architecture).
+RESUME_MUST_MATCH = ("mode", "steps", "block_size", "lr", "warmup", "weight_decay", "max_grad_norm",
+                     "keep_fraction", "start_layer", "end_layer", "beta", "first_layer_full_kv", "lam", "fi",
+                     "kl_target", "kl_reduction", "stop_gradient", "full_mlm", "corpus", "max_texts",
+                     "mlm_probability", "seed")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -425,11 +438,16 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
     if stop_after is not None:
         check_int("stop_after", stop_after, low=1)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    check_special_token(tokenizer, "mask_token", "masked language modelling replaces predicted tokens with it")
+    check_special_token(tokenizer, "cls_token", "every block starts with it")
+    check_special_token(tokenizer, "sep_token", "it ends every block and separates documents")
+    if model is not None and not isinstance(model, nn.Module):
+        check_mlm_model(model)                          # a config of another type, before from_config
     seed_everything(config.seed)
     mlm = _build_model(config, model, tokenizer)
     td = TokenDroppingBert(mlm, config.token_dropping_config(), special_token_ids=tokenizer.all_special_ids,
                            pad_token_id=tokenizer.pad_token_id)     # bad layout / layer range: clear errors
-    max_positions = getattr(mlm.config, "max_position_embeddings", None)
+    max_positions = model_max_positions(mlm)            # RoBERTa: max_position_embeddings - pad_token_id - 1
     if max_positions is not None and config.block_size > max_positions:
         raise ValueError(f"block_size must be <= the model's max_position_embeddings ({max_positions}), "
                          f"got {config.block_size}")
@@ -457,9 +475,13 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
     objective, optimizer = accelerator.prepare(objective, optimizer)
     device = accelerator.device
 
+    if config.checkpoint_dir:                   # before step 0: a writable folder; stale .tmp-step-* removed
+        check_checkpoint_dir(config.checkpoint_dir, clean=accelerator.is_main_process)
+    if rank > 0:                                # every rank its own dropout masks; rank 0 draws as one process would
+        torch.manual_seed(_seed(config.seed, rank, 3))
     history = PretrainHistory(config=asdict(config))
     step, position = 0, 0
-    source = latest_checkpoint(config.checkpoint_dir) if config.resume else None
+    source = latest_checkpoint(config.checkpoint_dir) if config.resume else None   # newest complete one
     if source is not None:
         step, position, history = _load_checkpoint(source, config, td, optimizer, scheduler, accelerator)
 
@@ -562,32 +584,62 @@ def _save_checkpoint(config: PretrainConfig, step: int, position: int, td: Token
     scaler = getattr(accelerator, "scaler", None)
     state = {"step": step, "position": position, "model": td.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-             "history": history.as_dict(), "config": asdict(config), "world_size": accelerator.num_processes}
+             "history": history.as_dict(), "config": asdict(config), "world_size": accelerator.num_processes,
+             "architecture": model_architecture(td.mlm)}
     return save_checkpoint(config.checkpoint_dir, step, state, accelerator, keep=config.keep_checkpoints)
 
 
 def _load_checkpoint(path: Path, config: PretrainConfig, td: TokenDroppingBert, optimizer: Any, scheduler: Any,
                      accelerator: Any) -> tuple[int, int, PretrainHistory]:
-    state, rng = load_checkpoint(path, accelerator.process_index)
+    """Load a checkpoint into the run after checking the settings, the architecture and the global batch."""
+    import warnings
+
+    state, rng = load_checkpoint(path, accelerator.process_index)   # a missing RNG file: a ValueError
     saved = state["config"]
     differs = [f"{k}: checkpoint {saved.get(k)!r}, now {getattr(config, k)!r}" for k in RESUME_MUST_MATCH
                if saved.get(k) != getattr(config, k)]
     if differs:
-        raise ValueError(f"cannot resume from {path}: settings differ ({'; '.join(differs)})")
+        note = (" (the learning-rate schedule spans steps: to stop earlier use stop_after, to train longer start "
+                "a new checkpoint_dir)" if saved.get("steps") != config.steps else "")
+        raise ValueError(f"cannot resume from {path}: settings differ ({'; '.join(differs)}){note}")
+    check_architecture(path, state.get("architecture"), td.mlm)       # one clear error, not size mismatches
+    world_change = _check_world_size(path, saved, state["world_size"], config, accelerator.num_processes)
     td.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler = getattr(accelerator, "scaler", None)
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
-    if rng is not None and state.get("world_size") == accelerator.num_processes:
+    if world_change is None:
         set_rng_state(rng)
     else:                                       # another number of processes: fresh, but seeded, streams
+        warnings.warn(world_change, stacklevel=3)
         torch.manual_seed(_seed(config.seed, state["step"], accelerator.process_index, 2))
     saved_history = state["history"]
     history = PretrainHistory(config=asdict(config), steps=saved_history["steps"], evals=saved_history["evals"],
-                      resumed_from=state["step"])
+                              resumed_from=state["step"])
     return state["step"], state["position"], history
+
+
+def _check_world_size(path: Path, saved: dict, saved_world: int, config: PretrainConfig, world: int) -> str | None:
+    """None when processes and batch_size are the checkpoint's. The global batch (processes x batch_size
+    blocks) must stay: another split of it is allowed (the message to warn with is returned), another size
+    is a ValueError that says which batch_size keeps it."""
+    saved_batch = saved["batch_size"]
+    saved_global, now_global = saved_world * saved_batch, world * config.batch_size
+    if (saved_world, saved_batch) == (world, config.batch_size):
+        return None
+    if now_global == saved_global:
+        return (f"resuming from {path} with {world} process(es) x batch_size={config.batch_size} (saved with "
+                f"{saved_world} x {saved_batch}): the same global batch of {saved_global} blocks in the same "
+                "order, but the masks and dropout are drawn afresh, so the run is not bit-identical to an "
+                "uninterrupted one")
+    keep = (f"batch_size={saved_global // world} (--batch-size {saved_global // world}) with {world} process(es)"
+            if saved_global % world == 0 else f"a number of processes that divides {saved_global}")
+    raise ValueError(f"cannot resume from {path}: the global batch would change from {saved_world} process(es) x "
+                     f"batch_size={saved_batch} = {saved_global} blocks to {world} x {config.batch_size} = "
+                     f"{now_global}; to keep it, resume with {keep}, or with {saved_world} process(es) and "
+                     f"batch_size={saved_batch}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -607,20 +659,58 @@ def _parser() -> argparse.ArgumentParser:
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default)
             continue
         base, optional = kind.split("|")[0], kind.endswith("|None")
-        convert = scalar[base]
-        if optional:
-            convert = (lambda c: lambda s: None if s.lower() == "none" else c(s))(convert)
         choices = {"mode": PRETRAIN_MODES, "device": DEVICES, "mixed_precision": MIXED_PRECISIONS}.get(f.name)
-        parser.add_argument(*names, dest=f.name, type=convert, default=f.default, choices=choices,
-                            help=f"default: {f.default}")
+        parser.add_argument(*names, dest=f.name, type=_field_type(f.name, scalar[base], optional), default=f.default,
+                            choices=choices, help=f"default: {f.default}")
     return parser
+
+
+def _field_type(name: str, convert: Any, optional: bool) -> Any:
+    """The argparse ``type`` of a config field: the text converted, then checked by :class:`PretrainConfig` itself
+    (one source of truth for every range), so ``--steps -1`` is a usage error naming ``--steps``. A refusal that
+    names another field (``checkpoint_dir must be set when checkpoint_every > 0``) is left to :func:`main`, which
+    sees every option."""
+    def parse(text: str) -> Any:
+        if optional and text.lower() == "none":
+            value = None
+        else:
+            try:
+                value = convert(text)
+            except ValueError:
+                value = text                            # the config refuses it in its own words: "got 'abc'"
+        try:
+            PretrainConfig(**{name: value})
+            if name == "corpus":                        # load_corpus's rule, before the model is built
+                from tdnotebooks.data import check_corpus_name
+
+                check_corpus_name(value, name_of="corpus")
+        except ValueError as error:
+            if re.match(rf"{name}\b(?!_)", str(error)):
+                raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    parse.__name__ = convert.__name__                   # argparse's fallback: "invalid int value"
+    return parse
 
 
 def main(argv: list[str] | None = None) -> PretrainHistory:
     """CLI entry point: ``python -m tdnotebooks.pretraining --mode sctd --steps 50`` (any config field)."""
-    args = _parser().parse_args(argv)
-    config = PretrainConfig(**vars(args))
-    _, history = pretrain(config)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = PretrainConfig(**vars(args))
+        if config.checkpoint_dir:               # a file, or not writable: a usage error before anything runs
+            check_checkpoint_dir(config.checkpoint_dir, clean=False)
+    except ValueError as error:
+        parser.error(str(error))                # exit status 2, the message after the usage line
+    from tdnotebooks.data import HubUnavailableError
+
+    try:
+        _, history = pretrain(config)
+    except ValueError as error:                 # refused at pretrain's door (e.g. a checkpoint to resume that
+        parser.error(str(error))                # does not match these settings): a usage error too
+    except HubUnavailableError as error:        # a hub corpus while offline: not a usage error, but one line
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     if history.steps and int(os.environ.get("RANK", "0")) == 0:       # one summary line, not one per process
         last = history.steps[-1]
         speed = float(np.mean([s["tokens_per_second"] for s in history.steps]))

@@ -58,6 +58,9 @@ def length_histogram(lengths: Mapping[str, Sequence[int]], max_length: int | Non
     """Overlaid histograms of token lengths per data set, with the truncation length marked."""
     import plotly.graph_objects as go
 
+    if not isinstance(lengths, Mapping) or not lengths:
+        raise ValueError(f"lengths must be a non-empty {{data set name: token lengths}} mapping, got "
+                         f"{type(lengths).__name__}")
     check_int("bin_width", bin_width, low=1)
     if max_length is not None:
         check_int("max_length", max_length, low=1)
@@ -80,6 +83,12 @@ def padding_bars(costs: Mapping[str, Any], title: str = "Where the compute goes"
     """Stacked bars of real vs padding token slots, one bar per key of ``costs`` (values: PaddingStats)."""
     import plotly.graph_objects as go
 
+    if not isinstance(costs, Mapping) or not costs:
+        raise ValueError(f"costs must be a non-empty {{scheme: PaddingStats}} mapping, got {type(costs).__name__}")
+    for name, stats in costs.items():
+        if not all(hasattr(stats, a) for a in ("real_tokens", "pad_tokens", "padding_fraction")):
+            raise ValueError(f"costs[{name!r}] must be a PaddingStats (real_tokens, pad_tokens), got "
+                             f"{type(stats).__name__}")
     names = list(costs)
     real = [costs[n].real_tokens for n in names]
     pad = [costs[n].pad_tokens for n in names]

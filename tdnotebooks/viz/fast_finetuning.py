@@ -38,6 +38,12 @@ def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def _check_runs(runs: Any) -> None:
+    """A ``{label: FinetuneHistory or [FinetuneHistory per seed]}`` (empty: an empty figure), before any work."""
+    if not isinstance(runs, Mapping):
+        raise ValueError(f"runs must be a {{label: FinetuneHistory}} mapping, got {type(runs).__name__}")
+
+
 def accuracy_vs_time(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
     """Dev accuracy after each epoch against the cumulative training time (seconds, evaluation excluded).
 
@@ -46,6 +52,8 @@ def accuracy_vs_time(runs: Mapping[str, Any], *, title: str | None = None) -> An
     that gets to the same accuracy further left is faster.
     """
     import plotly.graph_objects as go
+
+    _check_runs(runs)
 
     fig = go.Figure()
     for i, (name, run) in enumerate(runs.items()):
@@ -100,6 +108,8 @@ def ablation_chart(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    _check_runs(runs)
 
     names = list(runs)
     values = {name: np.array([_ablation_values(h) for h in _seeds(name, runs[name])]) for name in names}
@@ -158,6 +168,8 @@ def loss_curves(runs: Mapping[str, Any], *, bins_per_epoch: int = 4, title: str 
     """
     import plotly.graph_objects as go
 
+    _check_runs(runs)
+
     bins_per_epoch = check_int("bins_per_epoch", bins_per_epoch, low=1)
     fig = go.Figure()
     for i, (name, run) in enumerate(runs.items()):
@@ -187,6 +199,8 @@ def lr_per_step(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    _check_runs(runs)
 
     names = list(runs)
     histories = {n: _seeds(n, runs[n]) for n in names}

@@ -63,7 +63,11 @@ def batch_table(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> Bat
         empty = np.zeros(0, dtype=np.int64)
         return BatchTable(empty, empty, empty, empty)
     size = np.fromiter((len(b) for b in batches), dtype=np.int64, count=len(batches))
-    members = lengths[np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])]
+    indices = np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])
+    if indices.min() < 0 or indices.max() >= len(lengths):
+        raise ValueError(f"batches must hold example indices in [0, {len(lengths) - 1}] (one length each), got "
+                         f"{int(indices.min() if indices.min() < 0 else indices.max())}")
+    members = lengths[indices]
     starts = np.concatenate([[0], np.cumsum(size)[:-1]])
     return BatchTable(size, np.add.reduceat(members, starts), np.maximum.reduceat(members, starts),
                       np.minimum.reduceat(members, starts))
