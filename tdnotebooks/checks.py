@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from tdnotebooks.validation import check_int
+from tdnotebooks.validation import check_int, is_int
 
 __all__ = [
+    "check_max_length",
     "vocab_size", "max_positions", "check_token_ids", "check_lengths_fit", "check_labels", "check_classifier",
     "check_special_token", "check_mlm_model", "check_split", "check_batch",
 ]
@@ -360,3 +361,14 @@ def check_batch(input_ids: Any, vocab_size: int, max_positions: int | None, *, a
         _first_outside("labels", labels, vocab_size, "label",
                        f"labels must be {IGNORE_INDEX} (not predicted) or a token id 0-{vocab_size - 1}", "",
                        ignore=IGNORE_INDEX)
+
+
+def check_max_length(max_length: Any, tokenizer: Any, pair: bool) -> None:
+    """``max_length`` None, or room for the tokenizer's special tokens and one text token per segment: below that
+    the tokenizer cannot truncate and returns the rows untruncated (with a warning), so it is refused."""
+    if max_length is not None:
+        specials, texts = tokenizer.num_special_tokens_to_add(pair=pair), 2 if pair else 1
+        if not is_int(max_length) or max_length < specials + texts:
+            raise ValueError(f"max_length must be an int >= {specials + texts} (room for the tokenizer's {specials} "
+                             f"special tokens and {'one text token per segment' if pair else 'one text token'}), "
+                             f"got {max_length!r}")

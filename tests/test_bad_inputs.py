@@ -222,6 +222,18 @@ API_ROWS = [
      r"^probability must be a number in \(0, 1\)"),
     ("mask_tokens vocab_size", lambda fx: _f(PT, "mask_tokens")(fx.ids, 103, 0, [101, 102], None), ValueError,
      r"^vocab_size must be an int >= 1"),
+    ("mask_tokens 1-D ids", lambda fx: _f(PT, "mask_tokens")(fx.ids[0], 103, 30522, [101, 102], torch.Generator()),
+     ValueError, r"^input_ids must be a 2-D tensor of token ids"),
+    ("mask_tokens mask id", lambda fx: _f(PT, "mask_tokens")(fx.ids, -1, 30522, [101, 102], torch.Generator()),
+     ValueError, r"^mask_token_id must be an int in \[0, 30521\], got -1"),
+    ("mask_tokens generator", lambda fx: _f(PT, "mask_tokens")(fx.ids, 103, 30522, [101, 102], 0), ValueError,
+     r"^generator must be a torch.Generator"),
+    ("pack_blocks one str", lambda fx: _f(PT, "pack_blocks")("a b c", fx.tok, 8), ValueError,
+     r"^texts must be a list of strings .* got a single str"),
+    ("PretrainConfig corpus", lambda fx: _f(PT, "PretrainConfig")(corpus="bogus"), ValueError,
+     r"^corpus='bogus' is not a known corpus"),
+    ("pretrain config str", lambda fx: _f(PT, "pretrain")("sctd"), ValueError,
+     r"^config must be None or a PretrainConfig, got str"),
     ("pack_blocks block_size", lambda fx: _f(PT, "pack_blocks")(["a b c"], fx.tok, 2), ValueError,
      r"^block_size must be an int >= 3"),
     ("pack_blocks max_blocks", lambda fx: _f(PT, "pack_blocks")(["a b c"], fx.tok, 8, 0), ValueError,
@@ -258,6 +270,8 @@ API_ROWS = [
     # ---------------------------------------------------------------- data, models, runtime
     ("load_task unknown", lambda fx: _f("data", "load_task")("sst9"), ValueError, r"^name='sst9' is not a known task"),
     ("load_task None", lambda fx: _f("data", "load_task")(None), ValueError, r"^name must be a non-empty string"),
+    ("tokenize max_length", lambda fx: _f("data", "tokenize")(fx.raw, fx.tok, max_length=2), ValueError,
+     r"^max_length must be an int >= 3 \(room for the tokenizer's 2 special tokens"),
     ("load_corpus unknown", lambda fx: _f("data", "load_corpus")("gutenberg"), ValueError,
      r"^name='gutenberg' is not a known corpus"),
     ("load_corpus int", lambda fx: _f("data", "load_corpus")(3), ValueError, r"^name=3 is not a known corpus"),
@@ -400,7 +414,7 @@ def test_fine_tuning_refuses_before_touching_the_weights(fx, name, call, message
     ({"steps": 0}, r"^steps must be an int >= 1"),
     ({"fi": 0, "mode": "sctd"}, r"^fi \(the interval Fi\)"),
     ({"lr": -1.0}, r"^lr must be a number in \(0, inf\)"),
-    ({"corpus": "gutenberg", "steps": 1, "eval_every": 0}, r"^name='gutenberg' is not a known corpus"),
+    ({"corpus": "gutenberg", "steps": 1, "eval_every": 0}, r"^corpus='gutenberg' is not a known corpus"),
 ])
 def test_pretraining_refuses_before_touching_the_weights(fx, overrides, message):
     from tdnotebooks.pretraining.train import pretrain

@@ -371,7 +371,7 @@ def test_two_processes_draw_their_own_dropout_and_resume_in_one_with_the_same_gl
     ({"progress": 0}, r"progress must be True or False, got 0"),
     ({"first_layer_full_kv": 1}, r"first_layer_full_kv must be True or False, got 1"),
     ({"kl_reduction": "mean"}, r"kl_reduction must be one of 'sum', 'batchmean', got 'mean'"),
-    ({"corpus": ""}, r"corpus must be the name of a corpus"),
+    ({"corpus": ""}, r"^corpus=.. is not a known corpus; allowed"),
     ({"checkpoint_dir": 3}, r"checkpoint_dir must be None or a folder path as a str, got 3"),
 ])
 def test_bad_settings_raise_one_clear_error(kwargs, match):

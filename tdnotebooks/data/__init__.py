@@ -213,8 +213,9 @@ def tokenize(data: Any, tokenizer: Any, text_fields: tuple[str, ...] | None = No
     fields = tuple(text_fields or ("text",))
     if not 1 <= len(fields) <= 2:
         raise ValueError(f"text_fields must name 1 or 2 columns, got {fields!r}")
-    if max_length is not None and max_length < 2:
-        raise ValueError(f"max_length must be >= 2 (room for [CLS] and [SEP]) or None, got {max_length}")
+    from tdnotebooks.checks import check_max_length
+
+    check_max_length(max_length, tokenizer, pair=len(fields) == 2)
     columns = data.column_names
     present = columns if isinstance(columns, list) else next(iter(columns.values()))
     missing = [f for f in fields if f not in present]

@@ -43,9 +43,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from tdnotebooks.checks import check_max_length
 from tdnotebooks.padding import PaddingStats
 from tdnotebooks.stopwords import PRONOUNS, stopword_set
-from tdnotebooks.validation import check_bool, check_choice, check_int, check_number, is_int
+from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
     "DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
@@ -200,24 +201,13 @@ def find_stopwords(tokenizer: Any, texts: Sequence[str], text_pairs: Sequence[st
     ``max_length=None``: no truncation.
     """
     _check_fast(tokenizer)
-    _check_max_length(max_length, tokenizer, pair=text_pairs is not None)
+    check_max_length(max_length, tokenizer, pair=text_pairs is not None)
     if isinstance(texts, str):
         raise ValueError(f"texts must be a list of strings (one per example), got the str {texts[:40]!r}")
     if text_pairs is not None and (isinstance(text_pairs, str) or len(text_pairs) != len(texts)):
         raise ValueError(f"text_pairs must be a list of strings, one per text ({len(texts)}), got "
                          f"{text_pairs[:40] if isinstance(text_pairs, str) else len(text_pairs)!r}")
     return _find_stopwords(tokenizer, texts, text_pairs, max_length)
-
-
-def _check_max_length(max_length: Any, tokenizer: Any, pair: bool) -> None:
-    """Room for the special tokens and one text token per segment: below that the tokenizer cannot truncate and
-    returns the rows untruncated (with a warning), so such a max_length is refused."""
-    if max_length is not None:
-        specials, texts = tokenizer.num_special_tokens_to_add(pair=pair), 2 if pair else 1
-        if not is_int(max_length) or max_length < specials + texts:
-            raise ValueError(f"max_length must be an int >= {specials + texts} (room for the tokenizer's {specials} "
-                             f"special tokens and {'one text token per segment' if pair else 'one text token'}), "
-                             f"got {max_length!r}")
 
 
 def _find_stopwords(tokenizer: Any, texts: Sequence[str], text_pairs: Sequence[str] | None,
@@ -270,7 +260,7 @@ def prepare(data: Any, tokenizer: Any, *, text_fields: Sequence[str] | None = No
     fields = tuple(text_fields or ("text",))
     if not 1 <= len(fields) <= 2:
         raise ValueError(f"text_fields must name 1 or 2 columns, got {fields!r}")
-    _check_max_length(max_length, tokenizer, pair=len(fields) == 2)
+    check_max_length(max_length, tokenizer, pair=len(fields) == 2)
     splits = data.values() if isinstance(data, datasets.DatasetDict) else [data]
     for split in splits:
         missing = [f for f in fields if f not in split.column_names]

@@ -157,8 +157,9 @@ class PretrainConfig:
         check_number("mlm_probability", self.mlm_probability, low=0, high=1, low_open=True, high_open=True)
         for name in ("resume", "progress"):             # first_layer_full_kv, stop_gradient, full_mlm: below
             check_bool(name, getattr(self, name))
-        if not isinstance(self.corpus, str) or not self.corpus:
-            raise ValueError(f"corpus must be the name of a corpus (a non-empty str), got {self.corpus!r}")
+        from tdnotebooks.data import check_corpus_name
+
+        check_corpus_name(self.corpus, name_of="corpus")
         for name in ("checkpoint_dir", "output_dir"):   # a str: the config is saved in checkpoints and as JSON
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be None or a folder path as a str, got {getattr(self, name)!r}")
@@ -218,6 +219,9 @@ _BLOCK_CACHE: dict[tuple, torch.Tensor] = {}
 def pack_blocks(texts: list[str], tokenizer: Any, block_size: int, max_blocks: int | None = None) -> torch.Tensor:
     """(N, block_size) long tensor: the texts' tokens, documents separated by [SEP], cut into blocks
     ``[CLS] + block_size - 2 tokens + [SEP]``; the incomplete tail is dropped. Stops after max_blocks."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a list of strings (one document each), got "
+                         f"{'a single str' if isinstance(texts, str) else type(texts).__name__}")
     check_int("block_size", block_size, low=3)          # at least one token between [CLS] and [SEP]
     if max_blocks is not None:
         check_int("max_blocks", max_blocks, low=1)
@@ -294,6 +298,13 @@ def mask_tokens(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int, sp
     80% of them become [MASK], 10% a random id, 10% stay. Returns (inputs, labels with -100 elsewhere)."""
     check_number("probability", probability, low=0, high=1, low_open=True, high_open=True)
     check_int("vocab_size", vocab_size, low=1)
+    check_int("mask_token_id", mask_token_id, low=0, high=vocab_size - 1)
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int):
+        raise ValueError(f"input_ids must be a 2-D tensor of token ids (rows x tokens), got "
+                         f"{getattr(input_ids, 'dtype', type(input_ids).__name__)} of shape "
+                         f"{tuple(getattr(input_ids, 'shape', ()))}")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator (seeded: masking is reproducible), got {generator!r}")
     special = torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=input_ids.dtype))
     maskable = ~special
     counts = torch.clamp(torch.round(maskable.sum(1) * probability), min=1).long()
@@ -434,6 +445,8 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
     from tdnotebooks.models import load_tokenizer
     from tdnotebooks.runtime import seed_everything
 
+    if config is not None and not isinstance(config, PretrainConfig):
+        raise ValueError(f"config must be None or a PretrainConfig, got {type(config).__name__}")
     config = PretrainConfig(**{**asdict(config or PretrainConfig()), **overrides})
     if stop_after is not None:
         check_int("stop_after", stop_after, low=1)
