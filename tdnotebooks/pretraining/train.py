@@ -163,14 +163,8 @@ class PretrainConfig:
         for name in ("checkpoint_dir", "output_dir"):   # a str: the config is saved in checkpoints and as JSON
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be None or a folder path as a str, got {getattr(self, name)!r}")
-        for name in ("start_layer", "end_layer"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), low=0)
-        if self.start_layer is not None and self.end_layer is not None and self.start_layer >= self.end_layer:
-            raise ValueError(f"start_layer must be < end_layer (dropped layers [start_layer, end_layer)), got "
-                             f"start_layer={self.start_layer}, end_layer={self.end_layer}")
         check_choice("kl_reduction", self.kl_reduction, REDUCTIONS)  # ScTDConfig calls it reduction
-        self.token_dropping_config()                    # keep_fraction, beta, first_layer_full_kv
+        self.token_dropping_config()                    # keep_fraction, layers, beta, first_layer_full_kv
         self.sctd_config()                              # lam, fi, kl_target, stop_gradient, full_mlm
         if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
             raise ValueError("checkpoint_dir must be set when checkpoint_every > 0 or resume=True")
