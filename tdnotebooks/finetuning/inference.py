@@ -74,6 +74,12 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
     (needs ``token_drop=TokenDrop(mode="to_length")`` and data from :func:`tdnotebooks.finetuning.tokendrop.prepare`).
     A Hugging Face ``model`` and ``data`` are checked against each other first (:mod:`tdnotebooks.checks`: token
     ids in the vocabulary, lengths within the position embeddings, ``pad_token_id`` the model's pad token).
+
+    Example:
+        >>> preds = predict(model, prepare(test, tokenizer), batching="bucketed", pad_token_id=0)  # doctest: +SKIP
+        >>> preds.accuracy(test["label"]), preds.padding.padding_fraction                           # doctest: +SKIP
+
+    Warning: the model is put in ``eval()`` mode and left there. Used in notebooks 03 and 04.
     """
     check_choice("batching", batching, BATCHINGS)
     check_int("batch_size", batch_size, low=1)
@@ -140,7 +146,18 @@ class LatencyResult:
 def latency_at_batch_size_1(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], labels: Sequence[int],
                             rate: float, *, seed: int = 0, max_length: int = 128, warmup: int = 3,
                             keep_pronouns: bool = False) -> LatencyResult:
-    """Real-time inference with TokenDrop at ``rate``: one request at a time; median latency and accuracy."""
+    """Real-time inference with TokenDrop at ``rate``: one request at a time; median latency and accuracy.
+
+    Each text is tokenized, its stopwords found and ``rate`` of them dropped (seeded by ``seed`` and the text's
+    index), then classified alone (batch size 1, no padding). The latency timed is the model's forward pass.
+
+    Example:
+        >>> result = latency_at_batch_size_1(model, tokenizer, texts, labels, rate=0.5)    # doctest: +SKIP
+        >>> result.median_ms, result.accuracy                                                 # doctest: +SKIP
+
+    Warning: single timings on a shared CPU vary by tens of percent: compare rates from interleaved repeats
+    (notebook 04 does), not from one call each. Used in notebook 04.
+    """
     from tdnotebooks.finetuning.tokendrop import drop_stopwords_for_inference
 
     if isinstance(texts, str):

@@ -251,6 +251,12 @@ def prepare(data: Any, tokenizer: Any, *, text_fields: Sequence[str] | None = No
     them), ``length``, ``stopword_spans``, ``stopword_is_pronoun`` and ``idx`` (the row number, which seeds
     the per-epoch choice). Every stopword of the list is recorded; ``TokenDrop(keep_pronouns=True)`` skips
     the pronouns when it drops, so one prepared data set serves both settings.
+
+    Example:
+        >>> train = prepare(load_task("rt_sentiment")["train"], load_tokenizer(), max_length=128)  # doctest: +SKIP
+
+    Warning: prepare with the tokenizer of the model you train: ``finetune`` checks the token ids against
+    the model's vocabulary and the lengths against its positions, and refuses a mismatch.
     """
     import datasets
 
@@ -329,6 +335,14 @@ class TokenDrop:
     ``enabled=False`` drops nothing (acceptability tasks such as CoLA, where dropping words changes the
     label). ``keep_pronouns=True`` never drops pronouns (WNLI-like tasks): they do not count as stopword
     words at all, neither for ``n`` nor for trimming.
+
+    Example:
+        >>> td = TokenDrop(rate=0.3, seed=0)
+        >>> collate = TokenDropCollator(td, tokenizer.pad_token_id)           # doctest: +SKIP
+        >>> collate.set_epoch(epoch)      # a new random subset of stopwords every epoch   # doctest: +SKIP
+
+    Warning: the subset depends on the epoch set on the collator; call ``set_epoch`` every epoch (the
+    training loops do). Used in notebooks 02-04.
     """
 
     def __init__(self, rate: float = 0.3, mode: str = "rate", seed: int = 0, keep_pronouns: bool = False,

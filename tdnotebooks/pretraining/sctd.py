@@ -201,6 +201,14 @@ def sctd_loss(model: TokenDroppingBert, input_ids: torch.Tensor, attention_mask:
     model on the same batch and returns 1/2 MLM* + 1/2 MLM + lambda (KL_g + KL_l) (with ``full_mlm=False``:
     MLM* + lambda (KL_g + KL_l), the official code's objective). In training mode the two passes draw
     different dropout masks, as in the official code.
+
+    Example:
+        >>> out = sctd_loss(td, input_ids, attention_mask, labels, step=t, config=ScTDConfig(lam=0.05, fi=10))
+        ...                                                                                 # doctest: +SKIP
+        >>> out.total.backward(); optimizer.step(); td.update_importance(out.dropped)     # doctest: +SKIP
+
+    Warning: ``step`` decides whether the full pass runs; pass the global optimizer step (the same on every
+    process), not a per-epoch or per-micro-batch counter. Used in notebook 07.
     """
     if not isinstance(model, TokenDroppingBert):
         raise ValueError(f"model must be a TokenDroppingBert (wrap the MLM model: TokenDroppingBert(mlm, ...)), "

@@ -375,6 +375,20 @@ class TokenDroppingBert(nn.Module):
     ``all_special_ids``; [PAD] in that list is ignored). pad_token_id: pinned low (default: the model
     config's). The state dict holds the model (``mlm.*``), the importance table (``importance.*``) and the
     resolved config (``_extra_state``), so a loaded wrapper drops exactly as the saved one did.
+
+    Args:
+        mlm: the masked language model to wrap (trained in place).
+        config: which layers drop and how many tokens they keep (:class:`TokenDroppingConfig`).
+        special_token_ids, pad_token_id: as above.
+
+    Example:
+        >>> td = TokenDroppingBert(BertForMaskedLM(tiny_bert()), TokenDroppingConfig(keep_fraction=0.5),
+        ...                        tokenizer.all_special_ids)                              # doctest: +SKIP
+        >>> out = td(input_ids, attention_mask, labels=labels); out.loss.backward()        # doctest: +SKIP
+        >>> td.update_importance(out)        # Hou et al.'s moving average of each id's MLM loss  # doctest: +SKIP
+
+    Warning: dropping also runs in ``eval()`` mode, as in Hou et al.'s code; pass ``drop=False`` to evaluate
+    the full model (what the saved checkpoint is: a plain ``BertForMaskedLM``). Used in notebooks 05-07.
     """
 
     def __init__(self, mlm: nn.Module, config: TokenDroppingConfig | None = None,

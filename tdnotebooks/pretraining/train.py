@@ -432,6 +432,14 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
     by the checkpoint's). Keyword overrides replace config fields (``pretrain(cfg, mode="sctd")``).
     stop_after: return after this many steps in total, as if the run were killed there (no final
     checkpoint or evaluation; the LR schedule still spans ``config.steps``); for resume demos and tests.
+
+    Example:
+        >>> wrapper, history = pretrain(mode="sctd", steps=50, block_size=64)          # doctest: +SKIP
+        >>> wrapper.mlm.save_pretrained("my-bert")                                       # doctest: +SKIP
+
+    Warning: ``resume=True`` goes on from the newest complete checkpoint of ``checkpoint_dir`` only if every
+    setting that shapes the run (``RESUME_MUST_MATCH``, the model's architecture, the global batch) is the
+    same; a changed setting is an error, not a silent fresh start. Used in notebooks 05-07.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
