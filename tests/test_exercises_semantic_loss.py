@@ -26,7 +26,7 @@ def cases(wordpiece):
         "kept_at_high_drop": (ex.check_kept_at_high_drop, ex.solution_kept_at_high_drop,
                               {"tokenizer": wordpiece, "text": SENTENCE}, 1, "always kept"),
         "probe_layer": (ex.check_probe_layer, ex.solution_probe_layer, {"accuracies": ACCURACIES}, 3,
-                        "index of its highest accuracy"),
+                        "trained to be read from"),
         "best_pooling": (ex.check_best_pooling, ex.solution_best_pooling, {"probe_cache": CACHE}, "cls",
                          "both poolings"),
     }

@@ -82,3 +82,7 @@ def test_panel_wires_controls_without_continuous_updates():
     assert slider.continuous_update is False
     slider.value = 5
     assert seen[-1] == 5 and isinstance(box, widgets.VBox)
+    assert slider.style.description_width == "initial"  # labels such as "bucket width" are not cut off
+    narrow = widgets.IntSlider(style={"description_width": "80px"})
+    panel(lambda n: None, n=narrow)
+    assert narrow.style.description_width == "80px"  # a width the caller chose is kept

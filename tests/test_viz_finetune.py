@@ -138,3 +138,30 @@ def test_lr_per_step_extremes():
     assert len(empty.data) == 0 and empty.layout.title.text
     with pytest.raises(ValueError, match="one seed per run"):
         lr_per_step({"x": [long, long]})
+
+
+def test_a_setting_keeps_its_colour_in_every_chart_whatever_its_position():
+    h = make_history([[8, 8], [16]])
+    ablation = {"BucketSampler alone": h, "+ RBM": h, "+ RBM + BatchCap": h, "+ RBM + BatchCap + LRM": h}
+    bars = ablation_chart(ablation).data[0].marker.color
+    lines = {t.name: t.line.color for t in loss_curves({"RandomSampler": h, **ablation}).data}
+    assert list(bars) == [lines[name] for name in ablation]  # same setting, same colour, though one place later
+    assert len(set(lines.values())) == len(lines)              # and different settings differ
+    first = accuracy_vs_time({"RandomSampler": h, "TokenDrop + BucketSampler": h}).data
+    swapped = accuracy_vs_time({"TokenDrop + BucketSampler": h, "RandomSampler": h}).data
+    assert (first[0].line.color, first[1].line.color) == (swapped[1].line.color, swapped[0].line.color)
+    unknown = loss_curves({"my run": h, "RandomSampler": h}, colors={"RandomSampler": "#000000"}).data
+    assert unknown[1].line.color == "#000000" and unknown[0].line.color != "#000000"
+    assert unknown[0].line.color == loss_curves({"my run": h}).data[0].line.color  # an unknown label, stable too
+
+
+def test_accuracy_vs_slots_and_ablation_panels_without_time():
+    h = make_history([[8, 8], [16]], accuracy=[0.6, 0.75], padding=(90, 100))
+    (trace,) = accuracy_vs_time({"RandomSampler": h}, x="slots").data
+    assert list(trace.x) == [100, 200]  # cumulative token slots, the same on every machine
+    with pytest.raises(ValueError, match="seconds"):
+        accuracy_vs_time({"RandomSampler": h}, x="minutes")
+    fig = ablation_chart({"+ RBM": h}, metrics=["dev accuracy (%)", "optimizer steps", "padding (%)"])
+    assert [a.text for a in fig.layout.annotations] == ["dev accuracy (%)", "optimizer steps", "padding (%)"]
+    with pytest.raises(ValueError, match="metrics"):
+        ablation_chart({"+ RBM": h}, metrics=["speed"])

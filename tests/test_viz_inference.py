@@ -75,3 +75,21 @@ def test_server_chart_without_any_padding_still_has_a_range():
 def test_server_chart_rejects_empty_or_infinite_results(results):
     with pytest.raises(ValueError, match="results"):
         server_mode_chart(results)
+
+
+def test_latency_chart_draws_the_range_of_each_rate_as_error_bars_in_rate_order():
+    rows = [LatencyResult(1.0, 6.0, 20, 0.8), LatencyResult(0.0, 10.0, 30, 0.8)]
+    fig = latency_accuracy_chart({"m": rows}, latency_range={"m": [(5.0, 8.0), (9.0, 13.0)]})
+    assert list(fig.data[0].x) == [0.0, 1.0]
+    assert list(fig.data[0].error_y.array) == [3.0, 2.0] and list(fig.data[0].error_y.arrayminus) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="hold its point"):
+        latency_accuracy_chart({"m": rows}, latency_range={"m": [(7.0, 8.0), (9.0, 13.0)]})
+    with pytest.raises(ValueError, match="one"):
+        latency_accuracy_chart({"m": rows}, latency_range={"m": [(5.0, 8.0)]})
+
+
+def test_server_chart_draws_the_throughput_range_as_error_bars():
+    results = {"d": {"random": _pred(10, 1.0, 50, 100), "bucketed": _pred(10, 0.5, 50, 60)}}
+    fig = server_mode_chart(results, throughput_range={"d": {"random": (8.0, 11.0), "bucketed": (15.0, 25.0)}})
+    assert list(fig.data[0].error_y.array) == [1.0] and list(fig.data[2].error_y.arrayminus) == [5.0]
+    assert server_mode_chart(results).data[0].error_y.array is None

@@ -175,3 +175,21 @@ def test_quality_chart_rejects_bad_metrics(metrics, message):
     results = _results({"a": ([1.0], [], {"dev_mlm_loss": 7.0, "probe_last": None}, {})})
     with pytest.raises(ValueError, match=message):
         quality_chart(results, metrics=metrics)
+
+
+def test_cost_curve_log_axis_labels_20_and_50_in_full():
+    fig = cost_curve_chart(0.75)
+    assert list(fig.layout.xaxis.tickvals) == [1, 2, 5, 10, 20, 50]
+    assert list(fig.layout.xaxis.ticktext) == ["1", "2", "5", "10", "20", "50"]
+    assert list(cost_curve_chart(0.75, fi_values=[3, 4, 150]).layout.xaxis.ticktext) == ["5", "10", "20", "50", "100"]
+
+
+def test_cost_curve_draws_the_measured_range_as_error_bars():
+    fig = cost_curve_chart(0.75, measured={10: 0.9}, measured_range={10: (0.8, 1.2)})
+    measured = fig.data[-1]
+    assert measured.name == "measured"
+    assert list(measured.error_y.array) == pytest.approx([0.3]) and list(measured.error_y.arrayminus) == pytest.approx([0.1])
+    with pytest.raises(ValueError, match="hold its measured cost"):
+        cost_curve_chart(0.75, measured={10: 0.9}, measured_range={10: (0.95, 1.2)})
+    with pytest.raises(ValueError, match="keys of measured"):
+        cost_curve_chart(0.75, measured={10: 0.9}, measured_range={5: (0.8, 1.2)})

@@ -95,7 +95,7 @@ def solution_batch_size(length: int = 77, epoch: int = 2, token_budget: int = 81
 
 def check_batch_size(answer: Any, length: int = 77, epoch: int = 2, token_budget: int = 8192, bucket_width: int = 5,
                      max_length: int = 256, base_batch_size: int = 32, scaling_factor: float = 2.0) -> Feedback:
-    """Exercise 3: the batch size BucketSampler uses for ``length``-token sequences in ``epoch``."""
+    """Exercise 3: the batch size BucketSampler uses for ``length``-token sequences in epoch index ``epoch`` (from 0)."""
     expected = solution_batch_size(length, epoch, token_budget, bucket_width, max_length, base_batch_size,
                                    scaling_factor)
     epoch_cap = math.floor(base_batch_size * scaling_factor ** epoch)
@@ -104,9 +104,10 @@ def check_batch_size(answer: Any, length: int = 77, epoch: int = 2, token_budget
         which = "the epoch's cap (base × scaling^epoch)" if answer == epoch_cap else "the bucket's HWCap"
         return Feedback(False, f"{answer} is {which}, one of the two limits; BatchCap takes the smaller of the two.")
     return check_number(
-        answer, expected, f"the batch size of the {length}-token bucket in epoch {epoch}", rel_tol=0.0,
-        hint="BatchCap: batch size(bucket, epoch) = min(HWCap(bucket), floor(base × scaling_factor^epoch)); "
-             "epochs count from 0, and HWCap comes from the bucket's longest length as in exercise 2.",
+        answer, expected, f"the batch size of the {length}-token bucket in epoch {epoch + 1} (index {epoch})",
+        rel_tol=0.0,
+        hint="BatchCap: batch size(bucket, e) = min(HWCap(bucket), floor(base × scaling_factor^e)), where e is the "
+             "epoch index (0 in the first epoch), and HWCap comes from the bucket's longest length as in exercise 2.",
         explain=f"min(HWCap {hwcap}, {base_batch_size} × {scaling_factor:g}^{epoch} = {epoch_cap}).",
     )
 

@@ -1,9 +1,11 @@
 """Exercises of notebook 07 (ScTD, Zhong et al. 2023, Eq. 4 and Table 5).
 
-1. :func:`check_full_steps`: how many full steps a run of ``steps`` steps holds at interval Fi (Eq. 4's switch);
-2. :func:`check_sctd_cost`: ScTD's cost per step in baseline steps, r + 1/Fi, with r from flops_ratio (Table 5);
-3. :func:`check_break_even_fi`: the largest Fi at which ScTD costs at least a baseline step (with the Fi widget);
-4. :func:`check_total_loss`: the total of a full step from its four terms (Eq. 4), for lambda = ``lam``.
+Numbered as in the notebook (each comes before the output that answers it):
+
+1. :func:`check_total_loss`: the total of a full step from its four terms (Eq. 4), for lambda = ``lam``;
+2. :func:`check_full_steps`: how many full steps a run of ``steps`` steps holds at interval Fi (Eq. 4's switch);
+3. :func:`check_sctd_cost`: ScTD's cost per step in baseline steps, r + 1/Fi, with r from flops_ratio (Table 5);
+4. :func:`check_break_even_fi`: the largest Fi at which ScTD costs at least a baseline step (with the Fi widget).
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 Each ``solution_`` computes its answer with :mod:`tdnotebooks.pretraining.analysis` or from the notebook's own numbers;
 each ``check_`` compares a learner's answer with it and returns a :class:`~tdnotebooks.exercises.Feedback`.
 
-1. :func:`check_mask_count`: word pieces masked in a sentence of n pieces (round(p * n), at least 1);
-2. :func:`check_drift_direction`: is the masked + dropped view closer to the original than the masked one?
-3. :func:`check_kept_at_high_drop`: tokens a view keeps at drop rate 0.95 (the forced tokens win);
-4. :func:`check_probe_layer`: the layer at which MiniLM's sentiment probe is best;
-5. :func:`check_best_pooling`: mean or [CLS] pooling for MiniLM (with the pooling widget).
+Numbered as in the notebook (each comes before the output that answers it):
+
+1. :func:`check_drift_direction`: is the masked + dropped view closer to the original than the masked one?
+2. :func:`check_probe_layer`: the layer at which MiniLM's sentiment probe is best (a prediction);
+3. :func:`check_best_pooling`: mean or [CLS] pooling for MiniLM's last layer (a prediction);
+4. :func:`check_mask_count`: word pieces masked in a sentence of n pieces (round(p * n), at least 1);
+5. :func:`check_kept_at_high_drop`: tokens a view keeps at drop rate 0.95 (the forced tokens win).
 """
 
 from __future__ import annotations
@@ -150,9 +152,9 @@ def check_probe_layer(answer: Any, accuracies: Sequence[float]) -> Feedback:
         where = ("the last layer, the one the model was trained to be read from"
                  if answer == len(values) - 1 else "not the last layer")
         return Feedback(True, f"layer {answer}, {where}: {best:.1%} of the dev snippets right.")
-    return Feedback(False, "read the probe chart's line (or printed row) for this model: index 0 is the "
-                           "embedding output, index l the output of layer l; the answer is the index of its "
-                           "highest accuracy")
+    return Feedback(False, "index 0 is the embedding output, index l the output of layer l: which layer does a "
+                           "pretrained model refine its sentence representation towards, and which one was it "
+                           "trained to be read from? (The probe chart after the exercises shows every layer.)")
 
 
 # ----------------------------------------------------------------------------------------------------------

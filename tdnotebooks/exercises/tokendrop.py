@@ -117,7 +117,7 @@ def dropped_per_epoch(texts: Sequence[str], rows: Sequence[int], rate: float = 0
 
 def solution_count_changes_with_epoch(texts: Sequence[str], rows: Sequence[int], rate: float = 0.3, seed: int = 0,
                                       tokenizer: Any = None) -> str:
-    """"yes" when the number of dropped words differs between epochs 0-9 (the widget's range), else "no"."""
+    """"yes" when the number of dropped words differs between epoch indices 0-9 (the widget's epochs 1-10), else "no"."""
     counts = dropped_per_epoch(texts, rows, rate=rate, seed=seed, tokenizer=tokenizer)
     return "yes" if len(set(counts.values())) > 1 else "no"
 

@@ -19,10 +19,40 @@ import numpy as np
 
 from tdnotebooks.validation import check_int
 
-__all__ = ["renderer", "show", "panel", "length_histogram", "padding_bars"]
+__all__ = ["renderer", "show", "panel", "length_histogram", "padding_bars", "label_colors", "SETTING_COLORS"]
 
 RENDERER_ENV_VAR = "TDN_PLOTLY_RENDERER"
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2")
+EXTRA_COLORS = ("#EECA3B", "#9D755D", "#FF9DA6", "#BAB0AC", "#1B9E77", "#7570B3")
+
+SETTING_COLORS: dict[str, str] = {
+    # one colour per training setting across the course's charts (notebooks 02 and 03)
+    "RandomSampler": PALETTE[0], "no TokenDrop": PALETTE[0],
+    "TokenDrop + BucketSampler": PALETTE[1], "TokenDrop 0.3": PALETTE[1],
+    "BucketSampler": PALETTE[2], "+ RBM + BatchCap + LRM": PALETTE[2],  # method="bucket" with every optimization
+    "BucketSampler alone": PALETTE[3], "LengthGroupedSampler": PALETTE[4], "+ RBM": PALETTE[5],
+    "+ RBM + BatchCap": EXTRA_COLORS[1],
+}
+"""Fixed colours of the settings the notebooks compare, so one setting has one colour in every chart."""
+
+
+def label_colors(labels: Sequence[str], colors: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A colour for each label that does not depend on its position: ``colors``, then :data:`SETTING_COLORS`.
+
+    A label found in neither gets a colour picked by a hash of its text (so the same in every chart), moved on
+    to the next free one if another label of this chart already has it.
+    """
+    import zlib
+
+    chosen = {**SETTING_COLORS, **(colors or {})}
+    out = {label: chosen[label] for label in labels if label in chosen}
+    spare = [c for c in EXTRA_COLORS + PALETTE if c not in set(out.values())] or list(EXTRA_COLORS + PALETTE)
+    for label in labels:
+        if label not in out:
+            start = zlib.crc32(str(label).encode()) % len(spare)
+            free = [spare[(start + k) % len(spare)] for k in range(len(spare))]
+            out[label] = next((c for c in free if c not in out.values()), free[0])
+    return out
 
 
 def renderer() -> str | None:
@@ -42,13 +72,17 @@ def show(fig: Any) -> None:
 def panel(update: Callable[..., None], **controls: Any) -> Any:
     """Controls in a row above an output area; ``update(**values)`` re-runs when a control is released.
 
-    Returns the ``VBox``; display it (or leave it as the cell's last expression).
+    Every control's description is shown whole (``description_width="initial"``) unless the caller set a
+    width. Returns the ``VBox``; display it (or leave it as the cell's last expression).
     """
     import ipywidgets as widgets
 
     for control in controls.values():
         if hasattr(control, "continuous_update"):
             control.continuous_update = False
+        style = getattr(control, "style", None)
+        if style is not None and hasattr(style, "description_width") and not style.description_width:
+            style.description_width = "initial"  # "bucket width", "token budget" ... not cut off
     out = widgets.interactive_output(update, controls)
     return widgets.VBox([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")), out])
 

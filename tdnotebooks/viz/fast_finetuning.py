@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tdnotebooks.validation import check_int
-from tdnotebooks.viz.common import PALETTE
+from tdnotebooks.viz.common import label_colors
 
 __all__ = ["ablation_chart", "accuracy_vs_time", "loss_curves", "lr_per_step"]
 
@@ -34,49 +34,56 @@ def _seeds(name: str, run: Any) -> list[Any]:
     return runs
 
 
-def _color(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
-
-
 def _check_runs(runs: Any) -> None:
     """A ``{label: FinetuneHistory or [FinetuneHistory per seed]}`` (empty: an empty figure), before any work."""
     if not isinstance(runs, Mapping):
         raise ValueError(f"runs must be a {{label: FinetuneHistory}} mapping, got {type(runs).__name__}")
 
 
-def accuracy_vs_time(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
+def accuracy_vs_time(runs: Mapping[str, Any], *, title: str | None = None,
+                     colors: Mapping[str, str] | None = None, x: str = "seconds") -> Any:
     """Dev accuracy after each epoch against the cumulative training time (seconds, evaluation excluded).
 
     One line per run; a marker per epoch (labelled ``e1``, ``e2``, ...). With several seeds the point is
     the mean over seeds and the error bars span the seeds' min to max, in both time and accuracy. A run
-    that gets to the same accuracy further left is faster.
+    that gets to the same accuracy further left is faster. A setting has the same colour in every chart
+    (:func:`tdnotebooks.viz.common.label_colors`; ``colors`` overrides it). ``x="slots"`` puts the cumulative
+    token slots on the x axis instead of the seconds: the analytic cost, the same on every machine.
     """
     import plotly.graph_objects as go
 
     _check_runs(runs)
+    if x not in ("seconds", "slots"):
+        raise ValueError(f'x must be "seconds" or "slots", got {x!r}')
+    key = "train_seconds" if x == "seconds" else "slot_tokens"
 
+    color = label_colors(list(runs), colors)
     fig = go.Figure()
-    for i, (name, run) in enumerate(runs.items()):
+    for name, run in runs.items():
         histories = _seeds(name, run)
         n_epochs = {len(h.epochs) for h in histories}
         if len(n_epochs) != 1:
             raise ValueError(f"run {name!r}: every seed needs the same number of epochs, got {sorted(n_epochs)}")
-        seconds = np.array([np.cumsum([e["train_seconds"] for e in h.epochs]) for h in histories], dtype=float)
+        seconds = np.array([np.cumsum([e[key] for e in h.epochs]) for h in histories], dtype=float)
         accuracy = 100 * np.array([[e["dev_accuracy"] for e in h.epochs] for h in histories], dtype=float)
-        x, y = seconds.mean(axis=0), accuracy.mean(axis=0)
-        trace = go.Scatter(x=x, y=y, mode="lines+markers+text", name=f"{name} ({len(histories)} seed"
-                           f"{'s' if len(histories) > 1 else ''})", text=[f"e{k + 1}" for k in range(len(x))],
-                           textposition="top center", line={"color": _color(i)}, marker={"size": 9},
-                           hovertemplate="after %{text}: %{x:.1f} s of training, dev accuracy %{y:.1f}%"
+        xs, y = seconds.mean(axis=0), accuracy.mean(axis=0)
+        hover = "%{x:.1f} s of training" if x == "seconds" else "%{x:,.0f} token slots"
+        trace = go.Scatter(x=xs, y=y, mode="lines+markers+text", name=f"{name} ({len(histories)} seed"
+                           f"{'s' if len(histories) > 1 else ''})", text=[f"e{k + 1}" for k in range(len(xs))],
+                           textposition="top center", line={"color": color[name]}, marker={"size": 9},
+                           hovertemplate="after %{text}: " + hover + ", dev accuracy %{y:.1f}%"
                                          "<extra>%{fullData.name}</extra>")
         if len(histories) > 1:
             trace.error_y = {"type": "data", "symmetric": False, "array": accuracy.max(0) - y,
                              "arrayminus": y - accuracy.min(0), "thickness": 1}
-            trace.error_x = {"type": "data", "symmetric": False, "array": seconds.max(0) - x,
-                             "arrayminus": x - seconds.min(0), "thickness": 1}
+            trace.error_x = {"type": "data", "symmetric": False, "array": seconds.max(0) - xs,
+                             "arrayminus": xs - seconds.min(0), "thickness": 1}
         fig.add_trace(trace)
-    fig.update_layout(title=title or "Dev accuracy against training time (further left = faster)",
-                      xaxis_title="cumulative training time (s, evaluation excluded)",
+    default_title = ("Dev accuracy against training time (further left = faster)" if x == "seconds" else
+                     "Dev accuracy against the token slots computed on (further left = less compute)")
+    fig.update_layout(title=title or default_title,
+                      xaxis_title=("cumulative training time (s, evaluation excluded)" if x == "seconds"
+                                   else "cumulative token slots (all sequences, padding included)"),
                       yaxis_title="dev accuracy (%)", legend_title="batching", height=400, margin={"t": 60})
     fig.update_xaxes(rangemode="tozero")
     return fig
@@ -99,30 +106,38 @@ def _ablation_values(history: Any) -> tuple[float, float, float, float]:
     return accuracy, float(len(history.steps)), padding, float(sum(e["train_seconds"] for e in history.epochs))
 
 
-def ablation_chart(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
+def ablation_chart(runs: Mapping[str, Any], *, title: str | None = None,
+                   colors: Mapping[str, str] | None = None, metrics: Any = None) -> Any:
     """Paper Table 4 as four bar panels: dev accuracy, optimizer steps, padding and training time per setting.
 
     ``runs``: ``{setting: FinetuneHistory or [FinetuneHistory per seed]}``, in the order the bars should appear. Bars show
     the mean over seeds; with two seeds or more every seed is drawn as a black dot on its bar, so the
-    seed-to-seed spread is visible next to the differences between settings.
+    seed-to-seed spread is visible next to the differences between settings. Colours as in :func:`accuracy_vs_time`.
+    ``metrics``: the panels to draw, by their short names in :data:`ABLATION_METRICS` (default: all four).
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     _check_runs(runs)
 
+    shorts = [short for short, _ in ABLATION_METRICS]
+    chosen = list(shorts if metrics is None else metrics)
+    if not chosen or any(m not in shorts for m in chosen):
+        raise ValueError(f"metrics must be a non-empty list of {shorts}, got {metrics!r}")
     names = list(runs)
+    color = label_colors(names, colors)
     values = {name: np.array([_ablation_values(h) for h in _seeds(name, runs[name])]) for name in names}
-    fig = make_subplots(rows=1, cols=len(ABLATION_METRICS), horizontal_spacing=0.07,
-                        subplot_titles=[short for short, _ in ABLATION_METRICS])
-    for col, (short, long) in enumerate(ABLATION_METRICS, start=1):
-        means = [float(values[n][:, col - 1].mean()) for n in names]
-        fig.add_trace(go.Bar(x=names, y=means, marker_color=[_color(i) for i in range(len(names))],
+    fig = make_subplots(rows=1, cols=len(chosen), horizontal_spacing=0.07, subplot_titles=chosen)
+    for col, short in enumerate(chosen, start=1):
+        index = shorts.index(short)
+        long = ABLATION_METRICS[index][1]
+        means = [float(values[n][:, index].mean()) for n in names]
+        fig.add_trace(go.Bar(x=names, y=means, marker_color=[color[n] for n in names],
                              showlegend=False, name=short,
                              hovertemplate="%{x}<br>" + long + ": %{y:.3g} (mean over seeds)<extra></extra>"),
                       row=1, col=col)
         seeds_x = [n for n in names for _ in range(len(values[n]))]
-        seeds_y = [float(v) for n in names for v in values[n][:, col - 1]]
+        seeds_y = [float(v) for n in names for v in values[n][:, index]]
         if any(len(values[n]) > 1 for n in names):
             fig.add_trace(go.Scatter(x=seeds_x, y=seeds_y, mode="markers", showlegend=col == 1, name="one seed",
                                      marker={"color": "black", "size": 6, "symbol": "circle-open"},
@@ -130,7 +145,7 @@ def ablation_chart(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
         fig.update_yaxes(title_text=long, row=1, col=col, rangemode="tozero")
         fig.update_xaxes(tickangle=-35, row=1, col=col)
     accuracy = [v[:, 0] for v in values.values()]
-    if accuracy:  # accuracy differences are small: zoom in, but keep every seed in view
+    if accuracy and chosen[0] == shorts[0]:  # accuracy differences are small: zoom in, but keep every seed in view
         low, high = min(a.min() for a in accuracy), max(a.max() for a in accuracy)
         if np.isfinite(low) and np.isfinite(high):
             fig.update_yaxes(range=[max(0.0, low - 5), min(100.0, high + 3)], row=1, col=1)
@@ -158,21 +173,23 @@ def _binned_loss(history: Any, bins_per_epoch: int) -> tuple[np.ndarray, np.ndar
         return (np.arange(len(sums)) + 0.5) / bins_per_epoch, np.where(weights > 0, sums / weights, np.nan)
 
 
-def loss_curves(runs: Mapping[str, Any], *, bins_per_epoch: int = 4, title: str | None = None) -> Any:
+def loss_curves(runs: Mapping[str, Any], *, bins_per_epoch: int = 4, title: str | None = None,
+                colors: Mapping[str, str] | None = None) -> Any:
     """Training loss against epochs of data seen (paper Fig. 5), comparable across batch sizes.
 
     Runs with variable batch sizes take different numbers of steps, so the x axis counts epochs (examples
     seen / training-set size), not steps. Each point is the example-weighted mean loss of the steps whose
     batch sits in that ``1/bins_per_epoch`` of an epoch, averaged over seeds; a bin in which a run takes no
-    step (a few huge batches) is left as a gap.
+    step (a few huge batches) is left as a gap. Colours as in :func:`accuracy_vs_time`.
     """
     import plotly.graph_objects as go
 
     _check_runs(runs)
 
     bins_per_epoch = check_int("bins_per_epoch", bins_per_epoch, low=1)
+    color = label_colors(list(runs), colors)
     fig = go.Figure()
-    for i, (name, run) in enumerate(runs.items()):
+    for name, run in runs.items():
         curves = [_binned_loss(h, bins_per_epoch) for h in _seeds(name, run)]
         width = min(len(x) for x, _ in curves)
         x = curves[0][0][:width]
@@ -180,7 +197,7 @@ def loss_curves(runs: Mapping[str, Any], *, bins_per_epoch: int = 4, title: str 
             warnings.simplefilter("ignore", RuntimeWarning)  # a bin without steps in any seed stays NaN
             y = np.nanmean(np.array([c[1][:width] for c in curves]), axis=0)
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, connectgaps=False,
-                                 line={"color": _color(i)}, marker={"size": 5},
+                                 line={"color": color[name]}, marker={"size": 5},
                                  hovertemplate="epoch %{x:.2f}: training loss %{y:.3f}<extra>%{fullData.name}"
                                                "</extra>"))
     fig.update_layout(title=title or "Training loss as the epochs go by (paper Fig. 5)",

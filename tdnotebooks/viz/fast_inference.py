@@ -30,13 +30,28 @@ def _check_results(results: Mapping[str, Sequence[Any]]) -> None:
                                  f"or an accuracy outside [0, 1]: {row!r}")
 
 
+def _error_bars(centers: Sequence[float], ranges: Sequence[tuple[float, float]] | None, what: str) -> dict | None:
+    """Plotly ``error_y`` for (low, high) ranges around ``centers`` (None without ranges)."""
+    if ranges is None:
+        return None
+    if len(ranges) != len(centers):
+        raise ValueError(f"{what} must give one (low, high) pair per point: {len(centers)} points, {len(ranges)} pairs")
+    for (low, high), c in zip(ranges, centers, strict=True):
+        if not low <= c <= high:
+            raise ValueError(f"{what}: each (low, high) must hold its point, got ({low}, {high}) around {c}")
+    return {"type": "data", "symmetric": False, "array": [high - c for (_, high), c in zip(ranges, centers, strict=True)],
+            "arrayminus": [c - low for (low, _), c in zip(ranges, centers, strict=True)]}
+
+
 def latency_accuracy_chart(results: Mapping[str, Sequence[Any]], title: str | None = None,
-                           legend_title: str = "model") -> Any:
+                           legend_title: str = "model",
+                           latency_range: Mapping[str, Sequence[tuple[float, float]]] | None = None) -> Any:
     """Median latency (left) and accuracy (right) against the TokenDrop rate at batch size 1.
 
     ``results``: line name (a model, or a data set) -> :class:`tdnotebooks.finetuning.inference.LatencyResult` rows
     (``rate``, ``median_ms``, ``mean_tokens``, ``accuracy``), any order. The hover text gives the mean input length and the speed-up
-    over the model's rate-0 row (when there is one).
+    over the model's rate-0 row (when there is one). ``latency_range``: line name -> (low, high) ms per row, in the
+    order of ``results`` (e.g. min and max over repeated rounds), drawn as error bars.
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -45,15 +60,22 @@ def latency_accuracy_chart(results: Mapping[str, Sequence[Any]], title: str | No
     fig = make_subplots(rows=1, cols=2, subplot_titles=("median latency per request", "accuracy"),
                         horizontal_spacing=0.12)
     for i, (name, rows) in enumerate(results.items()):
-        rows = sorted(rows, key=lambda r: r.rate)
+        ranges = None if latency_range is None or name not in latency_range else list(latency_range[name])
+        order = sorted(range(len(rows)), key=lambda k: rows[k].rate)
+        rows = [rows[k] for k in order]
+        ranges = None if ranges is None else [ranges[k] if k < len(ranges) else None for k in order]
+        if ranges is not None and None in ranges:
+            raise ValueError(f"latency_range[{name!r}] must give one (low, high) pair per row")
         color = PALETTE[i % len(PALETTE)]
         base = next((r.median_ms for r in rows if r.rate == 0), None)
         hover = [f"rate {r.rate:.2f}<br>{r.mean_tokens:.1f} tokens on average<br>{r.median_ms:.2f} ms"
                  + (f" ({base / r.median_ms:.2f}x vs rate 0)" if base and r.median_ms > 0 else "")
                  + f"<br>accuracy {r.accuracy:.1%}" for r in rows]
         rates = [r.rate for r in rows]
-        fig.add_trace(go.Scatter(x=rates, y=[r.median_ms for r in rows], name=name, legendgroup=name,
-                                 mode="lines+markers", marker_color=color, hovertext=hover, hoverinfo="text"),
+        medians = [r.median_ms for r in rows]
+        fig.add_trace(go.Scatter(x=rates, y=medians, name=name, legendgroup=name, mode="lines+markers",
+                                 marker_color=color, hovertext=hover, hoverinfo="text",
+                                 error_y=_error_bars(medians, ranges, f"latency_range[{name!r}]")),
                       row=1, col=1)
         fig.add_trace(go.Scatter(x=rates, y=[r.accuracy for r in rows], name=name, legendgroup=name,
                                  showlegend=False, mode="lines+markers", marker_color=color, hovertext=hover,
@@ -66,11 +88,14 @@ def latency_accuracy_chart(results: Mapping[str, Sequence[Any]], title: str | No
     return fig
 
 
-def server_mode_chart(results: Mapping[str, Mapping[str, Any]], title: str | None = None) -> Any:
+def server_mode_chart(results: Mapping[str, Mapping[str, Any]], title: str | None = None,
+                      throughput_range: Mapping[str, Mapping[str, tuple[float, float]]] | None = None) -> Any:
     """Throughput (left) and padding fraction (right) per batching scheme, grouped by data set.
 
     ``results``: data set -> scheme -> :class:`tdnotebooks.finetuning.inference.Predictions` (``throughput``,
     ``padding.padding_fraction``). Bars are labelled with the speed-up over the data set's first scheme.
+    ``throughput_range``: data set -> scheme -> (low, high) examples per second (e.g. over repeated rounds),
+    drawn as error bars.
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -91,9 +116,11 @@ def server_mode_chart(results: Mapping[str, Mapping[str, Any]], title: str | Non
         speed = [results[d][scheme].throughput for d in present]
         pad = [results[d][scheme].padding.padding_fraction for d in present]
         color = PALETTE[i % len(PALETTE)]
+        ranges = None if throughput_range is None else [throughput_range[d][scheme] for d in present]
         fig.add_trace(go.Bar(x=present, y=speed, name=scheme, legendgroup=scheme, marker_color=color,
                              text=[f"{s / first[d]:.2f}x" for s, d in zip(speed, present, strict=True)],
-                             textposition="outside"), row=1, col=1)
+                             textposition="outside", error_y=_error_bars(speed, ranges, "throughput_range")),
+                      row=1, col=1)
         fig.add_trace(go.Bar(x=present, y=pad, name=scheme, legendgroup=scheme, showlegend=False,
                              marker_color=color, text=[f"{p:.1%}" for p in pad], textposition="outside"),
                       row=1, col=2)

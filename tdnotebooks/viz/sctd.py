@@ -55,14 +55,27 @@ def sctd_relative_cost(fi: int, dropped_cost: float) -> float:
     return _check_dropped_cost(dropped_cost) + 1.0 / _check_fi("fi", fi)
 
 
+def _log_ticks(low: int, high: int) -> list[int]:
+    """1, 2, 5, 10, 20, 50, ... within [low, high]: whole labels on a log axis (plotly's own labels of 20 and
+    50 read "2" and "5")."""
+    ticks, decade = [], 1
+    while decade <= high:
+        ticks += [m * decade for m in (1, 2, 5) if low <= m * decade <= high]
+        decade *= 10
+    return ticks
+
+
 def cost_curve_chart(dropped_cost: float, fi_values: Sequence[int] = tuple(range(1, 51)),
                      highlight: int | None = None, paper: Mapping[int, float] | None = None,
-                     measured: Mapping[int, float] | None = None, title: str | None = None) -> Any:
+                     measured: Mapping[int, float] | None = None, title: str | None = None,
+                     measured_range: Mapping[int, tuple[float, float]] | None = None) -> Any:
     """Cost per step relative to the baseline against Fi: ScTD's r + 1/Fi, with token drop (r) and the
     baseline (1) as flat lines.
 
     Traces, in order: ScTD (analytic), token drop, baseline, then "Fi = highlight" (a star), "paper" (points
     {Fi: relative cost}, e.g. Table 5's hours / 4.93) and "measured" ({Fi: relative cost}) when given.
+    ``measured_range``: {Fi: (low, high)} around the measured points (e.g. over repeated rounds), drawn as
+    error bars. The log x axis is labelled 1, 2, 5, 10, 20, 50, ...
     """
     import plotly.graph_objects as go
 
@@ -93,12 +106,25 @@ def cost_curve_chart(dropped_cost: float, fi_values: Sequence[int] = tuple(range
         ys = list(points.values())
         if not all(is_number(y) and y > 0 for y in ys):
             raise ValueError(f"{label.split()[0]} costs must be positive numbers, got {ys}")
-        fig.add_trace(go.Scatter(x=xs, y=ys, name=label, mode="markers",
+        error = None
+        if points is measured and measured_range is not None:
+            if set(measured_range) != set(points):
+                raise ValueError(f"measured_range must have the keys of measured, {sorted(points)}, got "
+                                 f"{sorted(measured_range)}")
+            spans = [measured_range[f] for f in points]
+            if not all(len(s) == 2 and is_number(s[0]) and is_number(s[1]) and s[0] <= y <= s[1]
+                       for s, y in zip(spans, ys, strict=True)):
+                raise ValueError(f"each measured_range (low, high) must hold its measured cost, got {spans} "
+                                 f"around {ys}")
+            error = {"type": "data", "symmetric": False, "array": [hi - y for (_, hi), y in zip(spans, ys, strict=True)],
+                     "arrayminus": [y - lo for (lo, _), y in zip(spans, ys, strict=True)]}
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=label, mode="markers", error_y=error,
                                  marker={"symbol": symbol, "size": 11, "color": color}))
     fig.update_layout(title=title or "What the full pass every Fi steps costs (Table 5, cost column)", height=420,
                       xaxis_title="Fi (the full pass runs every Fi-th step)",
                       yaxis_title="cost per step (1 = a baseline step)", legend_title="method", margin={"t": 60})
-    fig.update_xaxes(type="log")
+    ticks = _log_ticks(fis[0], fis[-1])
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[str(t) for t in ticks])
     return fig
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tdnotebooks.viz.common import PALETTE
+from tdnotebooks.viz.common import label_colors
 
 __all__ = ["resilience_chart", "training_curves"]
 
@@ -28,13 +28,15 @@ def _epoch_records(run: Any) -> list[Mapping[str, Any]]:
     return records
 
 
-def training_curves(runs: Mapping[str, Any], *, title: str | None = None) -> Any:
+def training_curves(runs: Mapping[str, Any], *, title: str | None = None,
+                    colors: Mapping[str, str] | None = None) -> Any:
     """Loss (left) and dev accuracy (right) per epoch, one colour per fine-tuning run.
 
     ``runs``: ``{label: FinetuneHistory}`` (or ``{label: history.epochs}``). Left panel: the mean training loss of
     each epoch (solid) and, when the records have ``dev_loss``, the dev loss after it (dashed); a widening
     gap between the two is overfitting. Right panel: dev accuracy after each epoch. Epochs count from 1.
-    With TokenDrop the training loss is measured on the inputs with stopwords dropped.
+    With TokenDrop the training loss is measured on the inputs with stopwords dropped. A run's colour depends on
+    its label, not its position (:func:`tdnotebooks.viz.common.label_colors`; ``colors`` overrides it).
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -43,9 +45,10 @@ def training_curves(runs: Mapping[str, Any], *, title: str | None = None) -> Any
         raise ValueError("runs is empty: pass {label: FinetuneHistory} for at least one run")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per epoch", "dev accuracy per epoch"),
                         horizontal_spacing=0.12)
-    for i, (label, run) in enumerate(runs.items()):
+    palette = label_colors(list(runs), colors)
+    for label, run in runs.items():
         records = _epoch_records(run)
-        color = PALETTE[i % len(PALETTE)]
+        color = palette[label]
         epochs = list(range(1, len(records) + 1))
         fig.add_trace(go.Scatter(x=epochs, y=[r["train_loss"] for r in records], name=f"{label}: train loss",
                                  mode="lines+markers", line={"color": color}, legendgroup=label,
@@ -72,13 +75,14 @@ def training_curves(runs: Mapping[str, Any], *, title: str | None = None) -> Any
 
 def resilience_chart(by_rate: Mapping[str, Mapping[float, float]],
                      perturbed: Mapping[str, Mapping[str, float]] | None = None, *,
-                     title: str | None = None) -> Any:
+                     title: str | None = None, colors: Mapping[str, str] | None = None) -> Any:
     """Accuracy of each model when stopwords are dropped at inference time (left), and on edited inputs (right).
 
     ``by_rate``: ``{model label: {inference drop rate in [0, 1]: accuracy}}``, one line per model (rates
     sorted; the x axis reads in percent of each input's stopwords). ``perturbed``: optional
     ``{model label: {condition: accuracy}}``, e.g. ``{"clean": 0.80, "no articles, no punctuation": 0.78}``,
-    drawn as grouped bars, one bar group per condition. Accuracies must lie in [0, 1].
+    drawn as grouped bars, one bar group per condition. Accuracies must lie in [0, 1]. Colours as in
+    :func:`training_curves`.
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -96,20 +100,19 @@ def resilience_chart(by_rate: Mapping[str, Mapping[float, float]],
     cols = 2 if perturbed else 1
     fig = make_subplots(rows=1, cols=cols, horizontal_spacing=0.14,
                         subplot_titles=("inference-time stopword dropping", "edited inputs")[:cols])
-    for i, (label, table) in enumerate(by_rate.items()):
+    palette = label_colors(list(by_rate) + [k for k in (perturbed or {}) if k not in by_rate], colors)
+    for label, table in by_rate.items():
         rates = sorted(table)
         fig.add_trace(go.Scatter(x=[100 * float(r) for r in rates], y=[table[r] for r in rates],
                                  name=label, legendgroup=label, mode="lines+markers",
-                                 line={"color": PALETTE[i % len(PALETTE)]},
+                                 line={"color": palette[label]},
                                  hovertemplate="drop %{x:.0f}% of the stopwords: %{y:.1%}<extra>" + label
                                  + "</extra>"),
                       row=1, col=1)
     if perturbed:
-        labels = list(by_rate) + [k for k in perturbed if k not in by_rate]
         for label, table in perturbed.items():
-            i = labels.index(label)
             fig.add_trace(go.Bar(x=list(table), y=list(table.values()), name=label, legendgroup=label,
-                                 showlegend=label not in by_rate, marker_color=PALETTE[i % len(PALETTE)],
+                                 showlegend=label not in by_rate, marker_color=palette[label],
                                  text=[f"{v:.1%}" for v in table.values()], textposition="outside",
                                  hovertemplate="%{x}: %{y:.1%}<extra>" + label + "</extra>"),
                           row=1, col=2)
