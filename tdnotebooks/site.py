@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "notebook_title",
     "executed_dir", "notebook_paths", "execute_notebook", "executed_copy", "plotly_outputs_to_html",
     "widget_panels_for_site", "fetch_widget_manager", "mkdocs_config", "build_site", "readme_section", "main",
 ]
@@ -242,7 +243,8 @@ def fetch_widget_manager(cache: Path) -> Path:
     return folder
 
 
-def _title(nb: Any, fallback: str) -> str:
+def notebook_title(nb: Any, fallback: str) -> str:
+    """The first level-1 Markdown heading of a notebook, or ``fallback``."""
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             for line in cell.source.splitlines():
@@ -305,7 +307,7 @@ def build_site(root: Path = Path("."), out: Path | None = None, executed: Path |
         widget_panels_for_site(nb)
         plotly_outputs_to_html(nb, PLOTLY_JS)
         nbformat.write(nb, str(work / "docs" / source.name))
-        titles[source.name] = _title(nb, source.stem)
+        titles[source.name] = notebook_title(nb, source.stem)
         if any(WIDGET_VIEW_MIME in o.get("data", {}) for cell in nb.cells for o in cell.get("outputs", [])):
             with_widgets.append(source.with_suffix(".html").name)
     if glossary is None:
