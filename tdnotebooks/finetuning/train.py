@@ -197,9 +197,6 @@ class Batching:
     set_epoch: Callable[[int], None]
     variable_batch_size: bool
 
-    def loader(self, data: Any) -> DataLoader:
-        return DataLoader(data, batch_sampler=self.batch_sampler, collate_fn=self.collate)
-
     def num_batches(self, epoch: int) -> int:
         self.set_epoch(epoch)
         return len(self.batch_sampler)
