@@ -78,6 +78,13 @@ API_ROWS = [
     ("finetune callbacks=[print]", lambda fx: _f(FT, "finetune")(fx.clf, fx.train, fx.dev, callbacks=[print]),
      ValueError, r"^callbacks\[0\] must be a FinetuneCallback"),
     ("finetune train=list", lambda fx: _f(FT, "finetune")(fx.clf, [1, 2], fx.dev), ValueError, r"^train must be"),
+    ("finetune task='qa'", lambda fx: _f(FT, "finetune")(fx.clf, fx.train, fx.dev, task="qa"), ValueError,
+     r"^task must be None \(classification\) or a FinetuneTask"),
+    ("collate_labels answer dropped", lambda fx: _f("finetuning.collate", "collate_labels")(
+        [{"input_ids": [1, 2, 3, 4], "start_positions": 2, "end_positions": 3}], [[(1, 3)]]), ValueError,
+     r"^start_positions=2 was dropped by TokenDrop"),
+    ("TokenDropCollator return_positions", lambda fx: _f("finetuning.tokendrop", "TokenDropCollator")(
+        _f("finetuning.tokendrop", "TokenDrop")(), 0, return_positions="yes"), ValueError, r"^return_positions must be"),
     ("make_batching config='x'", lambda fx: _f(FT, "make_batching")("x", fx.train, 0), ValueError,
      r"^config must be a FinetuneConfig"),
     ("make_batching pad='0'", lambda fx: _f(FT, "make_batching")(_f(FT, "FinetuneConfig")(), fx.train, "0"), ValueError,

@@ -10,6 +10,7 @@ Read it in this order:
 2. :mod:`~tdnotebooks.finetuning.tokendrop`  TokenDrop: drop a random subset of stopwords per sequence and
    epoch (Algorithm 1); with buckets, trim every batch so that it needs no padding (Algorithm 3).  (notebook 02)
 3. :mod:`~tdnotebooks.finetuning.train`  :func:`finetune`, the training loop, and :class:`FinetuneConfig`;
+   :mod:`~tdnotebooks.finetuning.tasks` what a task tells the loop (labels, loss per example, dev metrics);
    :mod:`~tdnotebooks.finetuning.callbacks` its hooks; :mod:`~tdnotebooks.finetuning.padding_plan`
    :func:`plan_epochs`, each epoch's batches and padding without a model;
    :mod:`~tdnotebooks.finetuning.distributed` several processes: one global batch per step, its rows split
@@ -36,17 +37,18 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     "bucketing": ("BucketSampler",),
     "hwcap": ("measure_peak_memory", "profile_hwcap"),
     "lrm": ("LRModulator", "lr_factor"),
-    "collate": ("PadToBatchMax",),
+    "collate": ("IGNORE_INDEX", "POSITION_KEYS", "PadToBatchMax", "collate_labels", "shift_positions"),
     "tokendrop": ("DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
                   "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference",
                   "find_stopwords", "highlight_dropped", "is_stopword", "prepare", "reachable_lengths",
                   "remove_articles_and_punctuation", "split_words"),
+    "tasks": ("ClassificationTask", "FinetuneTask", "check_task"),
     "callbacks": ("FinetuneCallback",),
     "train": ("Batching", "FinetuneConfig", "FinetuneHistory", "dropout_rate", "finetune", "make_batching",
               "restore_dropout", "set_dropout", "tokendrop_dropout_rate"),
     "padding_plan": ("EpochPlan", "plan_epochs"),
     "distributed": ("ShardedCollator", "example_losses"),
-    "hf_trainer": ("BucketTrainer",),
+    "hf_trainer": ("BucketSeq2SeqTrainer", "BucketTrainer"),
     "inference": ("LatencyResult", "Predictions", "latency_at_batch_size_1", "predict"),
 }
 
@@ -64,5 +66,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come
     from tdnotebooks.finetuning.lrm import *  # noqa: F403
     from tdnotebooks.finetuning.padding_plan import *  # noqa: F403
     from tdnotebooks.finetuning.planning import *  # noqa: F403
+    from tdnotebooks.finetuning.tasks import *  # noqa: F403
     from tdnotebooks.finetuning.tokendrop import *  # noqa: F403
     from tdnotebooks.finetuning.train import *  # noqa: F403

@@ -35,11 +35,12 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback
+from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
-from tdnotebooks.checks import check_classifier, check_split
-from tdnotebooks.finetuning.distributed import ShardedCollator, example_losses
+from tdnotebooks.checks import check_split
+from tdnotebooks.finetuning.distributed import ShardedCollator
 from tdnotebooks.finetuning.lrm import lr_factor
+from tdnotebooks.finetuning.tasks import ClassificationTask, FinetuneTask, check_task
 from tdnotebooks.finetuning.train import (
     Batching,
     FinetuneConfig,
@@ -49,7 +50,7 @@ from tdnotebooks.finetuning.train import (
     tokendrop_dropout_rate,
 )
 
-__all__ = ["BucketTrainer"]
+__all__ = ["BucketSeq2SeqTrainer", "BucketTrainer"]
 
 
 class _EpochLoader(DataLoader):
@@ -79,7 +80,7 @@ class _LRMCallback(TrainerCallback):
             group["lr"] = lr
 
 
-def _check_model_and_data(trainer: Trainer, td_config: FinetuneConfig) -> int:
+def _check_model_and_data(trainer: Trainer, td_config: FinetuneConfig, task: FinetuneTask) -> int:
     """The model, the tokenizer's pad id and the datasets against each other, before any step; the pad id."""
     pad_id = getattr(trainer.processing_class, "pad_token_id", None)
     if pad_id is None:
@@ -87,15 +88,15 @@ def _check_model_and_data(trainer: Trainer, td_config: FinetuneConfig) -> int:
                          f"with its pad_token_id, got {type(trainer.processing_class).__name__} with pad_token_id "
                          "None; set tokenizer.pad_token (e.g. = tokenizer.eos_token) and pass "
                          "processing_class=tokenizer")
-    check_classifier(trainer.model, pad_id)
     uses_token_drop = td_config.method == "tokendrop_bucket" or td_config.token_drop_rate > 0
     needed = ("length", "stopword_spans", "idx") if uses_token_drop else ("length",)
-    check_split("train_dataset", trainer.train_dataset, trainer.model, columns=needed)
+    task.check(trainer.model, trainer.train_dataset, None, pad_id, needed)
     evals = trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) else {"": trainer.eval_dataset}
     for key, split in evals.items():   # Trainer's own collator pads these: only what the model must read
         if "input_ids" in getattr(split, "column_names", ()):
+            labels = isinstance(task, ClassificationTask) and any(c in split.column_names for c in ("label", "labels"))
             check_split(f"eval_dataset{f'[{key!r}]' if key else ''}", split, trainer.model, columns=(),
-                        labels=any(c in split.column_names for c in ("label", "labels")))
+                        labels=labels)
     return pad_id
 
 
@@ -103,6 +104,8 @@ class BucketTrainer(Trainer):
     """``transformers.Trainer`` with BucketSampler/TokenDrop batching and Learning Rate Modulation.
 
     Args:
+        task: the labels, the loss per example (:mod:`tdnotebooks.finetuning.tasks`); None: classification.
+            Evaluation stays ``Trainer``'s own (QA and ROUGE metrics: ``task.evaluate(trainer.model, dev, ...)``).
         td_config: the batching (``method``, bucket settings, TokenDrop, LRM, dropout); default
             ``FinetuneConfig(method="bucket", base_batch_size=args.per_device_train_batch_size)``. Its
             optimizer settings (lr, epochs, ...) are not used: ``TrainingArguments`` sets those.
@@ -113,15 +116,17 @@ class BucketTrainer(Trainer):
     After training, :attr:`lr_factors` holds the LRM factor of every optimizer step.
     """
 
-    def __init__(self, *args: Any, td_config: FinetuneConfig | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, td_config: FinetuneConfig | None = None, task: FinetuneTask | None = None,
+                 **kwargs: Any) -> None:
         if td_config is not None and not isinstance(td_config, FinetuneConfig):
             raise ValueError(f"td_config must be None or a FinetuneConfig, got {type(td_config).__name__}")
+        self.task = check_task(task)
         super().__init__(*args, **kwargs)
         if self.train_dataset is None:
             raise ValueError("train_dataset is required: a split made by tdnotebooks.finetuning.prepare")
         self.td_config = td_config or FinetuneConfig(method="bucket",
                                                      base_batch_size=self.args.per_device_train_batch_size)
-        pad_id = _check_model_and_data(self, self.td_config)
+        pad_id = _check_model_and_data(self, self.td_config, self.task)
         self.batching: Batching = make_batching(self.td_config, self.train_dataset, pad_id)
         self.loss_is_scaled_for_ga = True  # compute_loss normalises by the examples of the whole step
         self.examples_in_step = 0  # N of the optimizer step being run: all ranks, all micro-batches
@@ -172,10 +177,11 @@ class BucketTrainer(Trainer):
         if "example_weight" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = dict(inputs)
-        weight, labels = inputs.pop("example_weight"), inputs.pop("labels")
+        weight = inputs.pop("example_weight")
         inputs.pop("global_batch_size")
-        outputs = model(**inputs)
-        losses = example_losses(outputs.logits, labels, self.accelerator.unwrap_model(model).config)
+        labels = {key: inputs.pop(key) for key in self.task.label_keys}
+        outputs = model(**self.task.model_inputs(inputs, labels))
+        losses = self.task.example_losses(outputs, labels, self.accelerator.unwrap_model(model))
         loss = (weight * losses).sum() * self.args.world_size / self.examples_in_step
         return (loss, outputs) if return_outputs else loss
 
@@ -227,3 +233,10 @@ class BucketTrainer(Trainer):
         kwargs["steps_in_epoch"] = self.batching.num_batches(epoch)
         kwargs["num_update_steps_per_epoch"] = self.update_steps_in_epoch(epoch)
         return super()._run_epoch(*args, **kwargs)
+
+
+class BucketSeq2SeqTrainer(BucketTrainer, Seq2SeqTrainer):
+    """:class:`BucketTrainer`'s batching in ``Seq2SeqTrainer`` (``predict_with_generate`` and the rest stay
+    Hugging Face's): pass ``task=tdnotebooks.finetuning.seq2seq.Seq2SeqTask(tokenizer)`` and a train split from
+    :func:`~tdnotebooks.finetuning.seq2seq.prepare_seq2seq`. Buckets and TokenDrop act on the encoder inputs; the
+    targets are padded with -100 and the model builds the decoder inputs from them."""

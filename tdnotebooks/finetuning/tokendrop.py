@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from tdnotebooks.checks import check_max_length
+from tdnotebooks.finetuning.collate import collate_labels
 from tdnotebooks.padding import PaddingStats
 from tdnotebooks.stopwords import PRONOUNS, stopword_set
 from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
@@ -51,8 +52,8 @@ from tdnotebooks.validation import check_bool, check_choice, check_int, check_nu
 __all__ = [
     "DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
     "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference", "find_stopwords",
-    "highlight_dropped", "is_stopword", "prepare", "reachable_lengths", "remove_articles_and_punctuation",
-    "split_words",
+    "encoding_stopwords", "highlight_dropped", "is_stopword", "prepare", "reachable_lengths",
+    "remove_articles_and_punctuation", "split_words",
 ]
 
 # ============================================================================ 2. words
@@ -187,6 +188,32 @@ def _stopword_tokens(encoding: Any, texts: Sequence[str]) -> list[_Found]:
             if consecutive and fits and own_words:
                 found.append(_Found(first, last + 1, word, _normalize(text[word.start:word.end]) in PRONOUNS))
     return found
+
+
+def encoding_stopwords(encoding: Any, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+    """The stopword words of one ``tokenizers.Encoding``: ``([start, end) token ranges], pronoun flags)``.
+
+    The finder :func:`prepare` uses, for any encoding whose offsets refer to ``texts`` (its 1-2 input texts),
+    in particular each overflowing window of ``tokenizer(..., return_overflowing_tokens=True, stride=...)``
+    (extractive QA: :func:`tdnotebooks.finetuning.qa.prepare_qa`). A word cut by the window's edge is never
+    matched. Only the part of each text the window covers (widened to whole whitespace-separated chunks) is
+    searched, so a long context costs per window what the window holds, with the same result.
+    """
+    clipped = []
+    for seq, text in enumerate(texts):
+        chars = [(a, b) for sid, (a, b) in zip(encoding.sequence_ids, encoding.offsets, strict=True)
+                 if sid == seq and b > a]
+        if not chars:
+            clipped.append(text)
+            continue
+        low, high = min(a for a, _ in chars), max(b for _, b in chars)
+        while low > 0 and not text[low - 1].isspace():
+            low -= 1
+        while high < len(text) and not text[high].isspace():
+            high += 1
+        clipped.append(" " * low + text[low:high] + " " * (len(text) - high))  # same offsets, fewer words
+    found = _stopword_tokens(encoding, clipped)
+    return [[f.start, f.end] for f in found], [f.pronoun for f in found]
 
 
 def find_stopwords(tokenizer: Any, texts: Sequence[str], text_pairs: Sequence[str] | None = None, *,
@@ -499,12 +526,18 @@ def reachable_lengths(data: Any, token_drop: TokenDrop) -> list[int]:
 
 
 # ============================================================================ 4. collators
+def _kept_positions(length: int, dropped_spans: Sequence[Sequence[int]]) -> list[int]:
+    """The token positions (of the undropped sequence) that survive ``dropped_spans``, in order."""
+    dropped = {p for start, end in dropped_spans for p in range(start, end)}
+    return [p for p in range(length) if p not in dropped]
+
+
 class _DropAndPadCollator:
     """Shared part of the collators: drop (subclass), pad to the batch's longest, count slots."""
 
     required_mode = "rate"
 
-    def __init__(self, token_drop: TokenDrop, pad_token_id: int) -> None:
+    def __init__(self, token_drop: TokenDrop, pad_token_id: int, return_positions: bool = False) -> None:
         if not isinstance(token_drop, TokenDrop):
             raise ValueError(f"token_drop must be a TokenDrop, got {type(token_drop).__name__}")
         if token_drop.mode != self.required_mode:
@@ -512,6 +545,7 @@ class _DropAndPadCollator:
                              f"got mode={token_drop.mode!r}")
         self.token_drop = token_drop
         self.pad_token_id = check_int("pad_token_id (tokenizer.pad_token_id)", pad_token_id, low=0)
+        self.return_positions = check_bool("return_positions", return_positions)
         self.epoch = 0
         self.reset_stats()
 
@@ -550,9 +584,10 @@ class _DropAndPadCollator:
         }
         if all(r.token_type_ids is not None for r in results):
             batch["token_type_ids"] = pad([r.token_type_ids for r in results], 0)
-        label_key = "labels" if "labels" in examples[0] else "label" if "label" in examples[0] else None
-        if label_key is not None:
-            batch["labels"] = torch.tensor([ex[label_key] for ex in examples])
+        batch.update(collate_labels(examples, [r.dropped_spans for r in results]))
+        if self.return_positions:  # each slot's token position before the drop (-1: padding), for inference
+            batch["original_positions"] = pad([_kept_positions(len(ex["input_ids"]), r.dropped_spans)
+                                               for ex, r in zip(examples, results, strict=True)], -1)
         self.real_tokens += sum(len(r.input_ids) for r in results)
         self.slot_tokens += width * len(results)
         self.num_batches += 1
@@ -564,8 +599,10 @@ class _DropAndPadCollator:
 class TokenDropCollator(_DropAndPadCollator):
     """TokenDrop at a global rate (Algorithm 1), then padding to the batch's longest sequence.
 
-    Examples come from :func:`prepare` (they need ``input_ids``, ``stopword_spans``, ``idx``; ``label`` or
-    ``labels`` is passed through as ``labels``). Call :meth:`set_epoch` every epoch.
+    Examples come from :func:`prepare` (they need ``input_ids``, ``stopword_spans``, ``idx``). Labels go through
+    :func:`~tdnotebooks.finetuning.collate.collate_labels` (QA answer positions are moved with the drop).
+    ``return_positions=True`` adds ``original_positions``: each slot's position before the drop, -1 for
+    padding (inference maps predictions back to the text with it). Call :meth:`set_epoch` every epoch.
     """
 
     required_mode = "rate"
@@ -599,6 +636,7 @@ class TokenDropBucketCollator(_DropAndPadCollator):
         token_drop: a ``TokenDrop(mode="to_length")``; its seed and the epoch (:meth:`set_epoch`) fix the drops.
         pad_token_id: the tokenizer's pad id, for what cannot be trimmed.
         trim_to: ``"shortest"`` (Algorithm 3 as written) or ``"reachable"`` (what ``finetune`` uses).
+        return_positions: add ``original_positions`` (see :class:`TokenDropCollator`).
 
     Example:
         >>> collate = TokenDropBucketCollator(TokenDrop(mode="to_length"), tokenizer.pad_token_id,
@@ -613,8 +651,9 @@ class TokenDropBucketCollator(_DropAndPadCollator):
 
     required_mode = "to_length"
 
-    def __init__(self, token_drop: TokenDrop, pad_token_id: int, trim_to: str = "shortest") -> None:
-        super().__init__(token_drop, pad_token_id)
+    def __init__(self, token_drop: TokenDrop, pad_token_id: int, trim_to: str = "shortest",
+                 return_positions: bool = False) -> None:
+        super().__init__(token_drop, pad_token_id, return_positions)
         self.trim_to = check_choice("trim_to", trim_to, TRIM_TARGETS)
 
     def target_length(self, examples: Sequence[Mapping[str, Any]]) -> int:

@@ -40,11 +40,11 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader
 
 from tdnotebooks.checkpoints import check_checkpoint_dir
-from tdnotebooks.checks import check_classifier, check_split
 from tdnotebooks.finetuning.bucketing import BucketSampler
 from tdnotebooks.finetuning.callbacks import FinetuneCallback
 from tdnotebooks.finetuning.collate import PadToBatchMax
 from tdnotebooks.finetuning.lrm import LRModulator
+from tdnotebooks.finetuning.tasks import FinetuneTask, check_task
 from tdnotebooks.finetuning.tokendrop import TRIM_TARGETS
 from tdnotebooks.padding import PaddingStats
 from tdnotebooks.runtime import amp_dtype as pick_amp_dtype
@@ -289,6 +289,11 @@ class FinetuneHistory:
     def final_dev_accuracy(self) -> float:
         return self.epochs[-1]["dev_accuracy"]
 
+    @property
+    def final_dev_metric(self) -> float:
+        """The task's main dev metric after the last epoch (accuracy, SQuAD F1, ROUGE-L, ...)."""
+        return self.epochs[-1][self.config["main_metric"]]
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -328,19 +333,22 @@ class _EpochTally:
 
 def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfig | None = None, *,
              pad_token_id: int = 0, callbacks: Sequence[FinetuneCallback] = (), stop_after: int | None = None,
-             **overrides: Any) -> FinetuneHistory:
-    """Fine-tune a sequence classifier on ``train`` and evaluate on ``dev`` after every epoch (notebook 03).
+             task: FinetuneTask | None = None, **overrides: Any) -> FinetuneHistory:
+    """Fine-tune ``model`` on ``train`` and evaluate on ``dev`` after every epoch (notebooks 03 and 08).
 
     Args:
-        model: a Hugging Face sequence classifier; trained in place (with ``resume=True`` its weights are
-            replaced by the checkpoint's).
-        train, dev: splits from :func:`tdnotebooks.finetuning.tokendrop.prepare`.
+        model: a Hugging Face model for the task (a sequence classifier by default); trained in place (with
+            ``resume=True`` its weights are replaced by the checkpoint's).
+        train, dev: splits from :func:`tdnotebooks.finetuning.tokendrop.prepare` (QA:
+            :func:`tdnotebooks.finetuning.qa.prepare_qa`; seq2seq: :func:`tdnotebooks.finetuning.seq2seq.prepare_seq2seq`).
         config: a :class:`FinetuneConfig`; keyword ``overrides`` replace its fields
             (``finetune(model, train, dev, method="bucket", epochs=2)``).
         pad_token_id: the tokenizer's pad id.
         callbacks: :class:`FinetuneCallback` instances that observe the run.
         stop_after: return after this many optimizer steps in total, as if the run were killed there (no
             evaluation of the unfinished epoch); for resume demos and tests.
+        task: what the labels are, the loss per example and the dev metrics (:mod:`tdnotebooks.finetuning.tasks`);
+            None: sequence classification.
 
     AdamW, linear warm-up and decay over the exact number of optimizer steps of all epochs, LRM from the
     examples of each optimizer step, AMP on CUDA, the paper's lower dropout while TokenDrop is on
@@ -364,17 +372,16 @@ def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfi
     for i, callback in enumerate(callbacks):
         if not isinstance(callback, FinetuneCallback):
             raise ValueError(f"callbacks[{i}] must be a FinetuneCallback, got {type(callback).__name__}")
-    check_classifier(model, pad_token_id)  # model and data: one clear error before the model is touched
+    task = check_task(task)
     uses_token_drop = config.method == "tokendrop_bucket" or config.token_drop_rate > 0
     needed = ("length", "stopword_spans", "idx") if uses_token_drop else ("length",)
-    check_split("train", train, model, columns=needed)
-    check_split("dev", dev, model)
+    task.check(model, train, dev, pad_token_id, needed)  # model and data: one clear error before the model is touched
     run = _set_up(model, train, config, pad_token_id)
     history = FinetuneHistory(config={**asdict(config), "train_dropout": tokendrop_dropout_rate(config, len(train)),
-                                      "world_size": run.world})
+                                      "world_size": run.world, "task": task.name, "main_metric": task.main_metric})
     position = _resume(run, config, train, history) if config.resume else (0, 0, _EpochTally())
     with dropout_rate(model, history.config["train_dropout"]):
-        _train(run, config, train, dev, history, position, pad_token_id, callbacks, stop_after)
+        _train(run, config, task, train, dev, history, position, pad_token_id, callbacks, stop_after)
     return history
 
 
@@ -429,14 +436,13 @@ def _set_up(model: Any, train: Any, config: FinetuneConfig, pad_token_id: int) -
                 steps_per_epoch=steps_per_epoch, world=accelerator.num_processes, rank=accelerator.process_index)
 
 
-def _train(run: _Run, config: FinetuneConfig, train: Any, dev: Any, history: FinetuneHistory,
+def _train(run: _Run, config: FinetuneConfig, task: FinetuneTask, train: Any, dev: Any, history: FinetuneHistory,
            position: tuple[int, int, _EpochTally], pad_token_id: int, callbacks: Sequence[FinetuneCallback],
            stop_after: int | None) -> None:
     """The epochs: optimizer steps of accumulated micro-batches, then the dev evaluation."""
     from tqdm.auto import tqdm
 
-    from tdnotebooks.finetuning.distributed import ShardedCollator, example_losses
-    from tdnotebooks.finetuning.inference import predict
+    from tdnotebooks.finetuning.distributed import ShardedCollator
 
     for callback in callbacks:
         callback.on_batching(run.batching)  # may wrap batching.collate
@@ -464,13 +470,14 @@ def _train(run: _Run, config: FinetuneConfig, train: Any, dev: Any, history: Fin
             loss_sum = torch.zeros((), device=run.device)
             for j in range(len(steps[index])):
                 batch = {k: v.to(run.device, non_blocking=True) for k, v in next(micro_batches).items()}
-                weight, labels = batch.pop("example_weight"), batch.pop("labels")
+                weight = batch.pop("example_weight")
                 batch.pop("global_batch_size")
+                labels = {key: batch.pop(key) for key in task.label_keys}
                 last = j == len(steps[index]) - 1
                 with run.accelerator.no_sync(run.ddp_model) if not last else nullcontext():
                     with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
-                        logits = run.ddp_model(**batch).logits
-                    weighted = (weight * example_losses(logits, labels, run.model.config)).sum()
+                        outputs = run.ddp_model(**task.model_inputs(batch, labels))
+                    weighted = (weight * task.example_losses(outputs, labels, run.model)).sum()
                     run.scaler.scale(weighted * run.world / examples).backward()
                 loss_sum += weighted.detach()
             if config.max_grad_norm:
@@ -501,15 +508,14 @@ def _train(run: _Run, config: FinetuneConfig, train: Any, dev: Any, history: Fin
         tally = _with_counts(tally, run, counts0)
         for callback in callbacks:
             callback.on_evaluate_begin(epoch)
-        dev_pred = predict(run.model, dev, batching="bucketed", batch_size=config.eval_batch_size,
-                           pad_token_id=pad_token_id, amp_dtype=run.dtype)
+        metrics = task.evaluate(run.model, dev, batch_size=config.eval_batch_size, pad_token_id=pad_token_id,
+                                amp_dtype=run.dtype)
         for callback in callbacks:
             callback.on_evaluate_end(epoch)
         run.model.train()
         history.epochs.append({
             "epoch": epoch, "train_loss": tally.loss_sum / tally.examples, "train_seconds": tally.seconds,
-            "dev_accuracy": dev_pred.accuracy(dev["label"]),
-            "dev_loss": float(torch.nn.functional.cross_entropy(dev_pred.logits, torch.as_tensor(dev["label"]))),
+            **metrics,
             "real_tokens": tally.real_tokens, "slot_tokens": tally.slot_tokens, "num_batches": tally.num_batches,
         })
         for callback in callbacks:
