@@ -22,16 +22,17 @@ from tdnotebooks.data import HubUnavailableError, ensure_hub_reachable, hub_offl
 from tdnotebooks.validation import check_choice, check_int
 
 __all__ = [
-    "bundled_model_path", "resolve_model", "load_tokenizer", "load_pretrained", "tiny_bert", "count_parameters",
-    "byte_level_bpe",
+    "bundled_model_path", "resolve_model", "load_tokenizer", "load_pretrained", "tiny_bert", "tiny_modernbert",
+    "count_parameters", "byte_level_bpe",
 ]
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 BUNDLED_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm", "bundled")
 KINDS = ("encoder", "classifier", "mlm", "sbert")
 # Architectures whose layer layout and MLM head the token-dropping code understands (encoder.layer[i] stacks;
-# heads cls / lm_head / ELECTRA's generator head); tests/test_checks.py wraps one of each.
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
+# heads cls / lm_head / ELECTRA's generator head; ModernBERT's model.layers, head + decoder: see
+# tdnotebooks.pretraining.families); tests/test_checks.py and tests/test_encoder_families.py wrap one of each.
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "modernbert")
 
 
 def bundled_model_path() -> Path:
@@ -190,6 +191,36 @@ def tiny_bert(num_layers: int = 4, hidden_size: int = 128, num_heads: int = 4, i
         num_attention_heads=num_heads, intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings, pad_token_id=tok.pad_token_id, **overrides,
     )
+
+
+def tiny_modernbert(num_layers: int = 4, hidden_size: int = 64, num_heads: int = 4, intermediate_size: int = 128,
+                    max_position_embeddings: int = 128, local_attention: int = 8, global_attn_every_n_layers: int = 2,
+                    tokenizer: Any = None, **overrides: Any) -> Any:
+    """A small ``ModernBertConfig`` (rotary positions; a global layer every ``global_attn_every_n_layers``,
+    the others local, ``local_attention`` tokens wide) for token-dropping tests and CPU demos.
+
+    The vocabulary and special ids are the bundled WordPiece's unless another fast ``tokenizer`` is given;
+    ``overrides`` replace any config field (``vocab_size=100`` for a tinier one). Dropout is 0 (the default).
+    """
+    from transformers import ModernBertConfig
+
+    for arg, value, low in (("num_layers", num_layers, 2), ("hidden_size", hidden_size, 8),
+                            ("num_heads", num_heads, 1), ("intermediate_size", intermediate_size, 8),
+                            ("max_position_embeddings", max_position_embeddings, 8),
+                            ("local_attention", local_attention, 2),
+                            ("global_attn_every_n_layers", global_attn_every_n_layers, 1)):
+        check_int(arg, value, low=low)
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+    tok = tokenizer if tokenizer is not None else load_tokenizer()
+    settings = dict(
+        vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings,
+        local_attention=local_attention, global_attn_every_n_layers=global_attn_every_n_layers,
+        pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+    )
+    return ModernBertConfig(**{**settings, **overrides})
 
 
 def count_parameters(model: Any) -> int:

@@ -105,9 +105,9 @@ class _HalfLossTask(ClassificationTask):
     def __init__(self):
         self.checked = []
 
-    def check(self, model, train, dev, pad_token_id, columns=("length",)):
+    def check(self, model, train, dev, pad_token_id, columns=("length",), train_name="train"):
         self.checked.append(tuple(columns))
-        super().check(model, train, dev, pad_token_id, columns)
+        super().check(model, train, dev, pad_token_id, columns, train_name)
 
     def example_losses(self, outputs, labels, model):
         return super().example_losses(outputs, labels, model) / 2

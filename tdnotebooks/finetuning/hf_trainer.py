@@ -90,7 +90,7 @@ def _check_model_and_data(trainer: Trainer, td_config: FinetuneConfig, task: Fin
                          "processing_class=tokenizer")
     uses_token_drop = td_config.method == "tokendrop_bucket" or td_config.token_drop_rate > 0
     needed = ("length", "stopword_spans", "idx") if uses_token_drop else ("length",)
-    task.check(trainer.model, trainer.train_dataset, None, pad_id, needed)
+    task.check(trainer.model, trainer.train_dataset, None, pad_id, needed, train_name="train_dataset")
     evals = trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) else {"": trainer.eval_dataset}
     for key, split in evals.items():   # Trainer's own collator pads these: only what the model must read
         if "input_ids" in getattr(split, "column_names", ()):

@@ -47,9 +47,10 @@ class FinetuneTask:
     main_metric: str = "dev_score"
 
     def check(self, model: Any, train: Any, dev: Any, pad_token_id: int | None,
-              columns: Sequence[str] = ("length",)) -> None:
+              columns: Sequence[str] = ("length",), train_name: str = "train") -> None:
         """Refuse a model or split that cannot work (one clear ValueError, before any step). ``columns``: what
-        the batching needs besides ``input_ids`` (e.g. ``stopword_spans`` for TokenDrop). ``dev`` may be None."""
+        the batching needs besides ``input_ids`` (e.g. ``stopword_spans`` for TokenDrop). ``dev`` may be None.
+        ``train_name``: how the messages call the training split (``BucketTrainer``: ``train_dataset``)."""
 
     def model_inputs(self, batch: dict[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> dict:
         """The keyword arguments of the forward pass (default: the batch without its labels)."""
@@ -74,11 +75,11 @@ class ClassificationTask(FinetuneTask):
     main_metric = "dev_accuracy"
 
     def check(self, model: Any, train: Any, dev: Any, pad_token_id: int | None,
-              columns: Sequence[str] = ("length",)) -> None:
+              columns: Sequence[str] = ("length",), train_name: str = "train") -> None:
         from tdnotebooks.checks import check_classifier, check_split
 
         check_classifier(model, pad_token_id)
-        check_split("train", train, model, columns=columns)
+        check_split(train_name, train, model, columns=columns)
         if dev is not None:
             check_split("dev", dev, model)
 

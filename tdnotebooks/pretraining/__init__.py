@@ -4,6 +4,8 @@ Read it in this order:
 
 1. :mod:`~tdnotebooks.pretraining.token_dropping`  :class:`TokenDroppingBert`: the middle layers see only
    the important tokens; importance is a moving average of each vocabulary id's MLM loss.     (notebook 05)
+   Its encoder families (BERT, RoBERTa, ELECTRA; ModernBERT with rotary positions and local windows) are in
+   :mod:`~tdnotebooks.pretraining.families`.
 2. :mod:`~tdnotebooks.pretraining.sctd`  the semantic-consistent objective of ScTD (Eq. 4): every Fi-th step
    a full and a dropped pass, 0.5 MLM* + 0.5 MLM + lambda (KL_g + KL_l).                      (notebook 07)
 3. :mod:`~tdnotebooks.pretraining.train`  :func:`pretrain`: masking, the accelerate-based loop with exact
@@ -29,6 +31,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     "token_dropping": ("ImportanceTable", "KeptTokens", "TokenDroppingBert", "TokenDroppingConfig",
                        "TokenDroppingOutput", "flops_ratio", "gather_tokens", "keep_counts", "layer_flops",
                        "layer_with_full_kv", "scatter_tokens", "select_kept_tokens"),
+    "families": ("BertLayout", "EncoderLayout", "LAYOUTS", "ModernBertContext", "ModernBertLayout", "layout_for"),
     "sctd": ("KL_TARGETS", "REDUCTIONS", "ScTDConfig", "ScTDOutput", "is_full_step", "kl_from_scores",
              "sctd_loss", "semantic_kl", "semantic_scores"),
     "train": ("PRETRAIN_MODES", "PretrainConfig", "PretrainHistory", "PretrainObjective", "corpus_blocks",
@@ -44,6 +47,7 @@ __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come from __getattr__
     from tdnotebooks.pretraining.analysis import *  # noqa: F403
+    from tdnotebooks.pretraining.families import *  # noqa: F403
     from tdnotebooks.pretraining.sctd import *  # noqa: F403
     from tdnotebooks.pretraining.token_dropping import *  # noqa: F403
     from tdnotebooks.pretraining.train import *  # noqa: F403

@@ -22,6 +22,11 @@ special and masked tokens, then its most important tokens (ties: the earlier pos
 first. ``selection="random"`` keeps a uniform random subset instead (Random-LTD style, Yao et al.
 2022), for comparison.
 
+Families (:mod:`tdnotebooks.pretraining.families`): BERT, RoBERTa / XLM-RoBERTa, ELECTRA (generator) and
+ModernBERT. ModernBERT has no position embeddings: its kept tokens carry their original rotary positions
+(cos/sin of the original position ids) through the dropped layers, and its local-attention layers build
+their windows from the kept tokens' original positions, which is exact, not an approximation.
+
 The MLM head runs only at the masked positions (as in the official TF and NVIDIA BERT code), in every
 mode. The wrapped model is not copied: after pretraining, ``wrapper.mlm`` is a plain Hugging Face
 ``BertForMaskedLM`` (``save_pretrained`` works, no wrapper is needed to fine-tune it).
@@ -44,6 +49,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from tdnotebooks.checks import check_batch, max_positions
+from tdnotebooks.pretraining.families import (
+    BertLayout,
+    EncoderLayout,
+    ModernBertLayout,
+    layer_with_full_kv,
+    layout_for,
+)
 from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
@@ -283,59 +295,8 @@ def scatter_tokens(full: torch.Tensor, kept: torch.Tensor, kept_tokens: KeptToke
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The official first-dropped-layer variant: queries = kept tokens, keys/values = all tokens
-# ----------------------------------------------------------------------------------------------------------
-
-
-def layer_with_full_kv(layer: nn.Module, kept: torch.Tensor, full: torch.Tensor, mask: Any) -> torch.Tensor:
-    """A ``BertLayer`` computed for the ``kept`` rows only, attending to all ``full`` rows.
-
-    Same weights and the same operations as ``BertLayer.forward`` (self-attention, residual + LayerNorm,
-    feed-forward), with the queries taken from ``kept`` and the keys/values from ``full``.
-    """
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.bert.modeling_bert import eager_attention_forward
-    from transformers.pytorch_utils import apply_chunking_to_forward
-
-    attn = layer.attention.self
-    heads = lambda x: x.view(*x.shape[:-1], -1, attn.attention_head_size).transpose(1, 2)  # noqa: E731
-    query, key, value = heads(attn.query(kept)), heads(attn.key(full)), heads(attn.value(full))
-    implementation = attn.config._attn_implementation
-    interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-    context, _ = interface(attn, query, key, value, mask, dropout=attn.dropout.p if attn.training else 0.0,
-                           scaling=attn.scaling)
-    attention_output = layer.attention.output(context.reshape(*kept.shape[:-1], -1).contiguous(), kept)
-    return apply_chunking_to_forward(layer.feed_forward_chunk, layer.chunk_size_feed_forward,
-                                     layer.seq_len_dim, attention_output)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The wrapper
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _encoder_and_head(mlm: nn.Module) -> tuple[Any, Any]:
-    """(encoder, MLM head) of a BERT-layout masked LM, None where missing.
-
-    Heads: BERT's ``cls``, RoBERTa's ``lm_head``, ELECTRA's generator ``generator_predictions`` then
-    ``generator_lm_head`` (chained here, not registered: the state dict keeps the model's own names).
-    """
-    base = getattr(mlm, str(getattr(mlm, "base_model_prefix", "")), None)
-    if not (hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer")):
-        base = None
-    head = getattr(mlm, "cls", None)
-    head = getattr(mlm, "lm_head", None) if head is None else head
-    if head is None and isinstance(getattr(mlm, "generator_predictions", None), nn.Module):
-        head = nn.Sequential(mlm.generator_predictions, mlm.generator_lm_head)
-    return base, head if isinstance(head, nn.Module) else None
-
-
-def _embed(base: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
-           position_ids: torch.Tensor | None) -> torch.Tensor:
-    """The embedding output as the encoder's first layer sees it (ELECTRA projects it to the hidden size)."""
-    hidden = base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
-    project = getattr(base, "embeddings_project", None)
-    return hidden if project is None else project(hidden)
 
 
 @dataclass
@@ -350,6 +311,7 @@ class TokenDroppingOutput:
     last_hidden_state: (B, T, H) output of the last layer (ScTD's global constraint compares its [CLS]).
     drop_end_hidden_state: (B, T, H) output of layer end-1, the last dropped layer, full length after the
         scatter (dropped positions hold their layer start-1 output); ScTD's local constraint.
+        For ModernBERT (pre-LayerNorm) both hidden states pass through its ``final_norm``, as the head reads them.
     kept: the kept positions (None when drop=False).
     """
 
@@ -364,10 +326,15 @@ class TokenDroppingOutput:
 
 
 class TokenDroppingBert(nn.Module):
-    """Token dropping around a Hugging Face ``BertForMaskedLM``, holding a reference to it (no copy).
+    """Token dropping around a Hugging Face masked LM such as ``BertForMaskedLM``, holding a reference to it
+    (no copy).
 
-    ``RobertaForMaskedLM`` and ``ElectraForMaskedLM`` (the generator) work too: same layer layout, heads
-    ``lm_head`` / ``generator_predictions`` + ``generator_lm_head`` (``models.SUPPORTED_MODEL_TYPES``).
+    Families (``models.SUPPORTED_MODEL_TYPES``; the per-family code is in
+    :mod:`tdnotebooks.pretraining.families`): BERT, RoBERTa / XLM-RoBERTa and ELECTRA (the generator),
+    one layer layout with heads ``cls`` / ``lm_head`` / ``generator_predictions`` + ``generator_lm_head``;
+    and ModernBERT (``ModernBertForMaskedLM``, eager or sdpa attention), whose kept tokens keep their
+    original rotary positions in the dropped layers and whose local layers' windows are built from the
+    kept tokens' original positions, so nothing is approximated.
     Every forward checks its batch first (:func:`tdnotebooks.checks.check_batch`: shapes, length <= the
     position embeddings, ids in the vocabulary; one reduction, i.e. one synchronisation on a GPU).
 
@@ -394,35 +361,40 @@ class TokenDroppingBert(nn.Module):
     def __init__(self, mlm: nn.Module, config: TokenDroppingConfig | None = None,
                  special_token_ids: Sequence[int] = (), pad_token_id: int | None = None) -> None:
         super().__init__()
-        base, head = _encoder_and_head(mlm)
-        if base is None or head is None or not hasattr(mlm, "config"):
-            from tdnotebooks.models import SUPPORTED_MODEL_TYPES
-
-            raise ValueError("model must be a Hugging Face BertForMaskedLM-style model (.bert.embeddings, "
-                             ".bert.encoder.layer, an MLM head .cls; RoBERTa: .roberta, .lm_head; ELECTRA: "
-                             ".electra, .generator_lm_head), model types "
-                             f"{', '.join(SUPPORTED_MODEL_TYPES)}; got {type(mlm).__name__}")
+        layout = layout_for(mlm) if isinstance(mlm, nn.Module) else None
+        if layout is None:
+            bert, modern = BertLayout, ModernBertLayout
+            raise ValueError(f"model must be a Hugging Face BertForMaskedLM-style model ({bert.parts}) or a "
+                             f"ModernBertForMaskedLM ({modern.parts}, model type modernbert); BERT-style model "
+                             f"types {', '.join(bert.model_types)}; got {type(mlm).__name__}")
         if getattr(mlm.config, "is_decoder", False):
             raise ValueError("model must be a bidirectional encoder (config.is_decoder=False)")
         self.mlm = mlm
         if config is not None and not isinstance(config, TokenDroppingConfig):
             raise ValueError(f"config must be None or a TokenDroppingConfig, got {type(config).__name__}")
         config = config if config is not None else TokenDroppingConfig()
-        self.start, self.end = config.layer_range(len(base.encoder.layer))
+        self.start, self.end = config.layer_range(len(layout.layers))
         self.config = replace(config, start_layer=self.start, end_layer=self.end)   # resolved, saved as is
         pad = mlm.config.pad_token_id if pad_token_id is None else pad_token_id
         self.importance = ImportanceTable(mlm.config.vocab_size, self.config.beta,
                                           self.config.initial_importance, special_token_ids, pad)
 
     @property
+    def layout(self) -> EncoderLayout:
+        """The wrapped model's family: :class:`~tdnotebooks.pretraining.families.BertLayout` or
+        :class:`~tdnotebooks.pretraining.families.ModernBertLayout`."""
+        return layout_for(self.mlm)
+
+    @property
     def encoder_model(self) -> nn.Module:
-        """The wrapped model's encoder (``mlm.bert``; ``mlm.roberta`` for RoBERTa)."""
-        return _encoder_and_head(self.mlm)[0]
+        """The wrapped model's encoder (``mlm.bert``; ``mlm.roberta`` for RoBERTa; ``mlm.model`` for ModernBERT)."""
+        return self.layout.encoder
 
     @property
     def mlm_head(self) -> nn.Module:
-        """The wrapped model's MLM head: transform + vocabulary projection (``mlm.cls`` / ``mlm.lm_head``)."""
-        return _encoder_and_head(self.mlm)[1]
+        """The wrapped model's MLM head: transform + vocabulary projection (``mlm.cls`` / ``mlm.lm_head``;
+        ModernBERT: ``mlm.head`` then ``mlm.decoder``)."""
+        return self.layout.head
 
     # Saved state: the resolved config travels with the weights and the table.
     def get_extra_state(self) -> dict:
@@ -430,16 +402,8 @@ class TokenDroppingBert(nn.Module):
 
     def set_extra_state(self, state: dict) -> None:
         self.config = TokenDroppingConfig(**state)
-        self.start, self.end = self.config.layer_range(len(self.encoder_model.encoder.layer))
+        self.start, self.end = self.config.layer_range(len(self.layout.layers))
         self.importance.beta = self.config.beta
-
-    def _mask(self, queries: torch.Tensor, attention_mask: torch.Tensor,
-              keys: torch.Tensor | None = None) -> Any:
-        """The attention mask as ``BertModel`` builds it (eager: additive float, sdpa: bool, or None)."""
-        from transformers.masking_utils import create_bidirectional_mask
-
-        return create_bidirectional_mask(config=self.mlm.config, inputs_embeds=queries,
-                                         attention_mask=attention_mask, encoder_hidden_states=keys)
 
     def select(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, masked: torch.Tensor,
                generator: torch.Generator | None = None) -> KeptTokens:
@@ -465,11 +429,10 @@ class TokenDroppingBert(nn.Module):
 
         drop=False runs the full model with the same weights (the baseline pass of ScTD).
         """
-        base = self.encoder_model
-        check_batch(input_ids, base.embeddings.word_embeddings.num_embeddings, max_positions(self.mlm),
-                    attention_mask=attention_mask, labels=labels, token_type_ids=token_type_ids,
-                    type_vocab_size=getattr(self.mlm.config, "type_vocab_size", None))
-        layers = base.encoder.layer
+        layout = self.layout
+        layout.check(drop)
+        check_batch(input_ids, layout.vocab_size, max_positions(self.mlm), attention_mask=attention_mask,
+                    labels=labels, token_type_ids=token_type_ids, type_vocab_size=layout.type_vocab_size)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if labels is None:
@@ -477,10 +440,10 @@ class TokenDroppingBert(nn.Module):
         else:
             masked = labels.ne(IGNORE_INDEX)
 
-        hidden = _embed(base, input_ids, token_type_ids, position_ids)
-        full_mask = self._mask(hidden, attention_mask)
-        for layer in layers[:self.start]:                       # 1. the first layers see every token
-            hidden = layer(hidden, full_mask)
+        hidden = layout.embed(input_ids, token_type_ids, position_ids)
+        full = layout.context(hidden, attention_mask, position_ids)
+        for i in range(self.start):                             # 1. the first layers see every token
+            hidden = layout.layer(i, hidden, full)
 
         kept = None
         if drop:                                                # 2. the middle layers see the kept tokens
@@ -488,27 +451,28 @@ class TokenDroppingBert(nn.Module):
                 kept = self.select(input_ids, attention_mask, masked, generator)
             short = gather_tokens(hidden, kept.indices)
             first = self.start
-            if self.config.first_layer_full_kv:
-                short = layer_with_full_kv(layers[first], short, hidden,
-                                           self._mask(short, attention_mask, keys=hidden))
+            if self.config.first_layer_full_kv:                 # kept queries, every token's keys / values
+                both = layout.context(short, attention_mask, position_ids, kept=kept, keys=hidden)
+                short = layout.layer_full_kv(first, short, hidden, both)
                 first += 1
-            short_mask = self._mask(short, kept.valid)
-            for layer in layers[first:self.end]:
-                short = layer(short, short_mask)
+            among_kept = layout.context(short, attention_mask, position_ids, kept=kept)
+            for i in range(first, self.end):
+                short = layout.layer(i, short, among_kept)
             hidden = scatter_tokens(hidden, short, kept)        # dropped tokens re-enter unchanged
         else:
-            for layer in layers[self.start:self.end]:
-                hidden = layer(hidden, full_mask)
-        drop_end_hidden = hidden
+            for i in range(self.start, self.end):
+                hidden = layout.layer(i, hidden, full)
+        drop_end_hidden = layout.finish(hidden)
 
-        for layer in layers[self.end:]:                         # 3. the last layers see every token again
-            hidden = layer(hidden, full_mask)
+        for i in range(self.end, len(layout.layers)):           # 3. the last layers see every token again
+            hidden = layout.layer(i, hidden, full)
+        hidden = layout.finish(hidden)
 
         loss = logits = per_loss = targets = positions = None
         if labels is not None:                                  # 4. MLM head at the masked positions only
             positions = masked.nonzero()
             targets = labels[masked]
-            logits = self.mlm_head(hidden[masked])
+            logits = layout.head(hidden[masked])
             per_loss = F.cross_entropy(logits.float(), targets, reduction="none")
             loss = per_loss.mean() if per_loss.numel() else per_loss.sum()  # no masked position: 0, not NaN
         return TokenDroppingOutput(loss=loss, logits=logits, per_prediction_loss=per_loss, target_ids=targets,
