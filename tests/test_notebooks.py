@@ -1,5 +1,6 @@
 """Notebook and repository hygiene (nbval itself executes every notebook: see pyproject addopts)."""
 
+import os
 import re
 import subprocess
 import sys
@@ -58,11 +59,16 @@ def test_readme_lists_every_notebook_and_ci_runs_its_test_command():
     readme = (ROOT / "README.md").read_text()
     for nb in NOTEBOOKS:
         assert f"notebooks/{nb.name}" in readme, nb.name
-    test_command = re.search(r"^(pip install -e \"\.\[test\]\" && pytest)$", readme, re.M)
-    assert test_command, "README must state the test command on a line of its own"
-    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert test_command.group(1) in ci_lines and "pip install torch==2.13.0" in ci_lines
-    assert "pip install torch==2.13.0" in readme
+    for command in ("./setup.sh lab", "./setup.sh test"):
+        assert re.search(rf"^{re.escape(command)}$", readme, re.M), f"README must state {command!r} on its own line"
+    ci_commands = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+                   if line.strip() and not line.startswith(("#", "set -", "cd "))]
+    assert ci_commands == ["./setup.sh test"], ".ci/run runs the README's test command and nothing else"
+    setup = ROOT / "setup.sh"
+    assert os.access(setup, os.X_OK), "chmod +x setup.sh (the README runs it as ./setup.sh)"
+    assert "pip install torch==2.13.0" in setup.read_text() and "pip install torch==2.13.0" in readme
+    usage = subprocess.run([str(setup), "teach"], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 2 and "usage: ./setup.sh lab|test" in usage.stderr
 
 
 MECHANISM_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] != "00"]

@@ -17,6 +17,10 @@ Read it in this order:
    across the ranks (:class:`ShardedCollator`).                                              (notebook 03)
 4. :mod:`~tdnotebooks.finetuning.hf_trainer`  :class:`BucketTrainer`, the same batching in HF's ``Trainer``.
 5. :mod:`~tdnotebooks.finetuning.inference`  prediction, TokenDrop at batch size 1, server mode.  (notebook 04)
+6. :mod:`~tdnotebooks.finetuning.qa`  extractive QA (SQuAD): context windows, answer spans TokenDrop never cuts,
+   :class:`QATask` for the loops, :func:`predict_qa` (also in server mode), exact match and F1.
+7. :mod:`~tdnotebooks.finetuning.seq2seq`  summarization (the paper's T5 setting): TokenDrop on the encoder inputs
+   only, targets padded with -100, :class:`Seq2SeqTask` for the loops, bucketed generation, ROUGE.
 
 Every name below is re-exported lazily: importing this package imports neither torch nor transformers.
 
@@ -50,6 +54,10 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     "distributed": ("ShardedCollator", "example_losses"),
     "hf_trainer": ("BucketSeq2SeqTrainer", "BucketTrainer"),
     "inference": ("LatencyResult", "Predictions", "latency_at_batch_size_1", "predict"),
+    "qa": ("ANSWERLESS_WINDOWS", "QA_BATCHINGS", "QAPredictions", "QATask", "normalize_answer", "predict_qa",
+           "prepare_qa", "squad_metrics"),
+    "seq2seq": ("ROUGE_TYPES", "Seq2SeqTask", "check_seq2seq_model", "generate_summaries", "load_seq2seq_model",
+                "prepare_seq2seq", "rouge_scores"),
 }
 
 __all__ = exported_names(EXPORTS)
@@ -66,6 +74,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come
     from tdnotebooks.finetuning.lrm import *  # noqa: F403
     from tdnotebooks.finetuning.padding_plan import *  # noqa: F403
     from tdnotebooks.finetuning.planning import *  # noqa: F403
+    from tdnotebooks.finetuning.qa import *  # noqa: F403
+    from tdnotebooks.finetuning.seq2seq import *  # noqa: F403
     from tdnotebooks.finetuning.tasks import *  # noqa: F403
     from tdnotebooks.finetuning.tokendrop import *  # noqa: F403
     from tdnotebooks.finetuning.train import *  # noqa: F403

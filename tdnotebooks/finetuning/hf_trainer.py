@@ -17,7 +17,11 @@ What changes compared with a plain ``Trainer`` (and nothing else):
 - LRM: at each optimizer step every group's lr is scaled by ``sqrt(examples in the step / (base batch size x
   gradient_accumulation_steps))`` and restored right after the step, so the scheduler never sees the factor;
 - with TokenDrop, training runs with the paper's lower dropout (:func:`tdnotebooks.finetuning.train.tokendrop_dropout_rate`),
-  and the model's own rates are restored when ``train`` returns.
+  and the model's own rates are restored when ``train`` returns;
+- every training log (``logging_steps``) also holds the batching of the steps since the previous one:
+  ``batch_size`` (examples per optimizer step, mean), ``padding_fraction`` (slot vs real tokens of their
+  batches), ``lrm_factor`` (mean) and ``tokens_per_second`` (real tokens / wall seconds), so
+  ``TrainingArguments(report_to=["tensorboard"])`` shows them next to ``loss`` and ``learning_rate``.
 
 ``train_dataset`` must come from :func:`tdnotebooks.finetuning.tokendrop.prepare` (it needs ``length``, and
 ``stopword_spans``/``idx`` for TokenDrop). The batching follows ``td_config`` (its ``base_batch_size``, not
@@ -31,6 +35,7 @@ transformers release renames them.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import torch
@@ -78,6 +83,23 @@ class _LRMCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         for group, lr in zip(optimizer.param_groups, self._clean, strict=True):
             group["lr"] = lr
+
+
+class _LogWindow:
+    """Optimizer steps since the last training log: examples, real and slot tokens, the first step's start."""
+
+    def __init__(self) -> None:
+        self.steps = self.examples = self.real = self.slots = 0
+        self.start: float | None = None
+
+    def add(self, examples: int, real: int, slots: int) -> None:
+        self.steps, self.examples = self.steps + 1, self.examples + examples
+        self.real, self.slots = self.real + real, self.slots + slots
+
+    def scalars(self, lrm_factor: float) -> dict[str, float]:
+        seconds = time.perf_counter() - self.start
+        return {"batch_size": self.examples / self.steps, "padding_fraction": 1 - self.real / self.slots if self.slots
+                else 0.0, "lrm_factor": lrm_factor, "tokens_per_second": self.real / seconds if seconds > 0 else 0.0}
 
 
 def _check_model_and_data(trainer: Trainer, td_config: FinetuneConfig, task: FinetuneTask) -> int:
@@ -131,6 +153,7 @@ class BucketTrainer(Trainer):
         self.loss_is_scaled_for_ga = True  # compute_loss normalises by the examples of the whole step
         self.examples_in_step = 0  # N of the optimizer step being run: all ranks, all micro-batches
         self.lr_factors: list[float] = []
+        self._window = _LogWindow()  # the batching since the last training log
         if self.td_config.lrm and self.batching.variable_batch_size:
             self.add_callback(_LRMCallback(self))
 
@@ -166,9 +189,24 @@ class BucketTrainer(Trainer):
         return loader
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
+        stats = self.batching.collate.stats  # the global batches' tokens: every rank collates them whole
+        if self._window.start is None:
+            self._window.start = time.perf_counter()
         batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         self.examples_in_step = sum(int(batch["global_batch_size"]) for batch in batch_samples)
+        after = self.batching.collate.stats
+        if batch_samples:
+            self._window.add(self.examples_in_step, after.real_tokens - stats.real_tokens,
+                             after.slot_tokens - stats.slot_tokens)
         return batch_samples, num_items
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """``Trainer.log``, a training log (one with ``loss``) extended by the batching of its steps."""
+        if "loss" in logs and self._window.steps:
+            factors = self.lr_factors[len(self.lr_factors) - self._window.steps:] if self.lr_factors else []
+            logs = {**logs, **self._window.scalars(sum(factors) / len(factors) if factors else 1.0)}
+            self._window = _LogWindow()
+        super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:

@@ -28,6 +28,7 @@ and ``BucketTrainer`` do the same (``tokendrop_dropout="paper"``) and restore th
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,7 +49,7 @@ from tdnotebooks.finetuning.tasks import FinetuneTask, check_task
 from tdnotebooks.finetuning.tokendrop import TRIM_TARGETS
 from tdnotebooks.padding import PaddingStats
 from tdnotebooks.runtime import amp_dtype as pick_amp_dtype
-from tdnotebooks.runtime import get_device, seed_everything
+from tdnotebooks.runtime import default_run_name, end_tracking, get_device, seed_everything, start_tracking
 from tdnotebooks.validation import check_bool, check_choice, check_int, check_number, is_number
 
 __all__ = [
@@ -99,6 +100,11 @@ class FinetuneConfig:
     checkpoint_every: int | None = None  # optimizer steps between checkpoints (and one at the end); None: none
     keep_checkpoints: int | None = None  # keep only the newest N (None: all)
     resume: bool = False              # go on from the newest complete checkpoint of checkpoint_dir, exactly
+    # experiment tracking through accelerate's trackers (tdnotebooks.runtime.check_report_to): "tensorboard",
+    # "wandb", "all", a list, None/"none"; TensorBoard writes only with a logging_dir (to logging_dir/run_name)
+    report_to: str | list[str] | None = "tensorboard"
+    logging_dir: str | None = None
+    run_name: str | None = None       # None: the method and the time ("tokendrop_bucket-20250101-120000")
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -121,10 +127,14 @@ class FinetuneConfig:
         for name in ("checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), low=1)
-        if self.checkpoint_dir is not None:
-            if not isinstance(self.checkpoint_dir, (str, os.PathLike)):
-                raise ValueError(f"checkpoint_dir must be None or a folder path, got {self.checkpoint_dir!r}")
-            self.checkpoint_dir = os.fspath(self.checkpoint_dir)
+        for name in ("checkpoint_dir", "logging_dir"):
+            if getattr(self, name) is not None:
+                if not isinstance(getattr(self, name), (str, os.PathLike)):
+                    raise ValueError(f"{name} must be None or a folder path, got {getattr(self, name)!r}")
+                setattr(self, name, os.fspath(getattr(self, name)))
+        if self.run_name is not None and (not isinstance(self.run_name, str) or not self.run_name.strip()):
+            raise ValueError(f"run_name must be None or a non-empty str, got {self.run_name!r}")
+        self.trackers()  # report_to: known names, installed where they will run
         if (self.checkpoint_every is not None or self.resume) and self.checkpoint_dir is None:
             raise ValueError("checkpoint_every and resume=True need checkpoint_dir (a folder), got checkpoint_dir=None")
         if self.device is not None and not isinstance(self.device, str):
@@ -137,6 +147,12 @@ class FinetuneConfig:
         if self.token_drop_rate > 0 and self.method in ("bucket", "tokendrop_bucket"):
             raise ValueError(f"token_drop_rate applies to method 'random' or 'group_by_length', not {self.method!r}"
                              " (use method='tokendrop_bucket' for TokenDrop with BucketSampler)")
+
+    def trackers(self) -> list[str]:
+        """The trackers this run reports to (accelerate's names; [] for none), see ``report_to``."""
+        from tdnotebooks.runtime import check_report_to
+
+        return check_report_to(self.report_to, self.logging_dir)
 
 
 PAPER_DROPOUT_SMALL_DATA = 10_000  # fewer training examples than this: dropout 0 with TokenDrop (Table 6)
@@ -270,7 +286,12 @@ def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batc
 
 @dataclass
 class FinetuneHistory:
-    """Per optimizer step and per epoch records, ready for ``pandas.DataFrame(history.steps)``."""
+    """Per optimizer step and per epoch records, ready for ``pandas.DataFrame(history.steps)``.
+
+    steps: step, epoch, loss, batch_size (examples), seq_len, lr (with LRM's factor), lrm_factor, real_tokens and
+    slot_tokens of the step's batches (all ranks), padding_fraction. epochs: train_loss, train_seconds, the task's
+    ``dev_*`` metrics, real_tokens, slot_tokens, num_batches.
+    """
 
     config: dict
     steps: list[dict] = field(default_factory=list)
@@ -305,7 +326,8 @@ def _collator_counts(collate: Any) -> tuple[int, int, int]:
 
 # Settings a resumed run may change; every other FinetuneConfig field must equal the checkpoint's.
 RESUME_MAY_DIFFER = ("progress", "eval_batch_size", "device", "checkpoint_dir", "checkpoint_every",
-                     "keep_checkpoints", "resume")
+                     "keep_checkpoints", "resume", "report_to", "logging_dir", "run_name")
+
 def _data_fingerprint(train: Any) -> str:
     """Which examples in which order, by length: a resumed run must see the same training split."""
     import hashlib
@@ -357,7 +379,9 @@ def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfi
     is left), each example weighted equally. Several processes (``torchrun``): one global batch per step,
     its rows split across the ranks (:mod:`tdnotebooks.finetuning.distributed`). Checkpoints
     (``checkpoint_dir``, ``checkpoint_every`` optimizer steps, ``resume=True``) resume exactly: the same
-    batches, token drops, dropout masks and weights as the uninterrupted run.
+    batches, token drops, dropout masks and weights as the uninterrupted run. Experiment tracking
+    (``report_to``, ``logging_dir``, ``run_name``; accelerate's trackers, main process only): per optimizer step
+    loss, learning rate, LRM factor, batch size, padding fraction, tokens/s; per epoch the task's dev metrics.
 
     Example:
         >>> history = finetune(model, train, dev, method="tokendrop_bucket", epochs=2)   # doctest: +SKIP
@@ -380,8 +404,12 @@ def finetune(model: torch.nn.Module, train: Any, dev: Any, config: FinetuneConfi
     history = FinetuneHistory(config={**asdict(config), "train_dropout": tokendrop_dropout_rate(config, len(train)),
                                       "world_size": run.world, "task": task.name, "main_metric": task.main_metric})
     position = _resume(run, config, train, history) if config.resume else (0, 0, _EpochTally())
-    with dropout_rate(model, history.config["train_dropout"]):
-        _train(run, config, task, train, dev, history, position, pad_token_id, callbacks, stop_after)
+    start_tracking(run.accelerator, config.run_name or default_run_name(config.method), history.config)
+    try:
+        with dropout_rate(model, history.config["train_dropout"]):
+            _train(run, config, task, train, dev, history, position, pad_token_id, callbacks, stop_after)
+    finally:
+        end_tracking(run.accelerator)
     return history
 
 
@@ -410,7 +438,7 @@ def _set_up(model: Any, train: Any, config: FinetuneConfig, pad_token_id: int) -
     from tdnotebooks.runtime import make_accelerator
 
     device = get_device(config.device)
-    accelerator = make_accelerator(cpu=device.type != "cuda")
+    accelerator = make_accelerator(cpu=device.type != "cuda", log_with=config.trackers(), project_dir=config.logging_dir)
     if accelerator.num_processes > 1:
         device = accelerator.device
     if config.checkpoint_dir is not None:  # before step 0: a writable folder; stale .tmp-step-* removed
@@ -467,6 +495,7 @@ def _train(run: _Run, config: FinetuneConfig, task: FinetuneTask, train: Any, de
             _synchronize(run.device)
             start = time.perf_counter()
             examples = sum(len(b) for b in steps[index])  # N: every rank's rows of every micro-batch
+            counts_before = _collator_counts(run.collate)  # the global batches' tokens (every rank collates them)
             loss_sum = torch.zeros((), device=run.device)
             for j in range(len(steps[index])):
                 batch = {k: v.to(run.device, non_blocking=True) for k, v in next(micro_batches).items()}
@@ -491,10 +520,17 @@ def _train(run: _Run, config: FinetuneConfig, task: FinetuneTask, train: Any, de
             run.optimizer.zero_grad(set_to_none=True)
             step_loss = float(run.accelerator.reduce(loss_sum, reduction="sum")) / examples
             _synchronize(run.device)
-            tally.seconds += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            tally.seconds += seconds
             tally.loss_sum, tally.examples = tally.loss_sum + step_loss * examples, tally.examples + examples
+            real, slots, _ = (now - before for now, before in zip(_collator_counts(run.collate), counts_before,
+                                                                  strict=True))
             history.steps.append({"step": global_step, "epoch": epoch, "loss": step_loss, "batch_size": examples,
-                                  "seq_len": int(batch["input_ids"].shape[1]), "lr": lr * factor})
+                                  "seq_len": int(batch["input_ids"].shape[1]), "lr": lr * factor,
+                                  "lrm_factor": factor, "real_tokens": real, "slot_tokens": slots,
+                                  "padding_fraction": 1 - real / slots if slots else 0.0})
+            if run.accelerator.trackers:  # main process only; after the timed step, from the record
+                run.accelerator.log(_step_scalars(history.steps[-1], seconds), step=global_step + 1)
             for callback in callbacks:
                 callback.on_step_end(history.steps[-1])
             global_step += 1
@@ -518,10 +554,33 @@ def _train(run: _Run, config: FinetuneConfig, task: FinetuneTask, train: Any, de
             **metrics,
             "real_tokens": tally.real_tokens, "slot_tokens": tally.slot_tokens, "num_batches": tally.num_batches,
         })
+        if run.accelerator.trackers:
+            run.accelerator.log(_epoch_scalars(history.epochs[-1], metrics), step=global_step)
         for callback in callbacks:
             callback.on_epoch_end(history.epochs[-1])
         if _checkpoint_due(config, global_step) or (config.checkpoint_every and epoch + 1 == config.epochs):
             _save(run, config, train, history, global_step, (epoch + 1, 0, _EpochTally()))
+
+
+def _step_scalars(record: dict, seconds: float) -> dict:
+    """What a tracker gets of a step record (at step = optimizer steps done), named as ``Trainer`` names them:
+    loss, learning_rate (with LRM's factor), lrm_factor, batch_size (examples), padding_fraction (slot vs real
+    tokens of the step's batches), seq_len, tokens_per_second (real tokens / the step's seconds)."""
+    return {"train/loss": record["loss"], "train/learning_rate": record["lr"], "train/lrm_factor": record["lrm_factor"],
+            "train/batch_size": record["batch_size"], "train/padding_fraction": record["padding_fraction"],
+            "train/seq_len": record["seq_len"], "train/tokens_per_second": record["real_tokens"] / seconds,
+            "train/step_seconds": seconds}
+
+
+def _epoch_scalars(record: dict, metrics: dict) -> dict:
+    """The dev metrics of an epoch (``dev_accuracy`` -> ``eval/accuracy``, as ``Trainer`` names ``eval_*``), the
+    epoch's mean train loss and padding fraction."""
+    values = {f"eval/{k.removeprefix('dev_')}": float(v) for k, v in metrics.items()
+              if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    values["train/epoch_loss"] = record["train_loss"]
+    if record["slot_tokens"]:
+        values["train/epoch_padding_fraction"] = 1 - record["real_tokens"] / record["slot_tokens"]
+    return values
 
 
 def _with_counts(tally: _EpochTally, run: _Run, counts0: tuple[int, int, int]) -> _EpochTally:

@@ -98,6 +98,10 @@ class PretrainConfig:
     of the full model (drop=False) on the first eval_blocks dev blocks, masked the same way every time.
     device: "auto", "cpu" or "cuda"; mixed_precision: "auto" (bf16 or fp16 on CUDA, none on CPU), "no",
     "bf16", "fp16" (CUDA only). output_dir: save the final model, tokenizer and history there.
+    report_to, logging_dir, run_name: experiment tracking through accelerate's trackers (see
+    :func:`~tdnotebooks.runtime.check_report_to`): "tensorboard" (default), "wandb", "all", a list, or None /
+    "none". TensorBoard writes only when logging_dir is set, to logging_dir/run_name (default: mode and time);
+    per step loss, learning_rate, the Eq. 4 terms, batch size, padding, tokens/s; per evaluation the dev loss.
     """
 
     mode: str = "baseline"
@@ -138,6 +142,9 @@ class PretrainConfig:
     mixed_precision: str = "auto"
     progress: bool = True
     output_dir: str | None = None
+    report_to: str | list[str] | None = "tensorboard"
+    logging_dir: str | None = None
+    run_name: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, PRETRAIN_MODES)
@@ -160,7 +167,7 @@ class PretrainConfig:
         from tdnotebooks.data import check_corpus_name
 
         check_corpus_name(self.corpus, name_of="corpus")
-        for name in ("checkpoint_dir", "output_dir"):   # a str: the config is saved in checkpoints and as JSON
+        for name in ("checkpoint_dir", "output_dir", "logging_dir"):  # a str: the config is saved as JSON
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be None or a folder path as a str, got {getattr(self, name)!r}")
         check_choice("kl_reduction", self.kl_reduction, REDUCTIONS)  # ScTDConfig calls it reduction
@@ -174,6 +181,15 @@ class PretrainConfig:
         check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         if self.mixed_precision == "fp16" and self.resolved_device() == "cpu":
             raise ValueError("mixed_precision='fp16' needs a CUDA GPU; on CPU use 'no' or 'bf16'")
+        if self.run_name is not None and (not isinstance(self.run_name, str) or not self.run_name.strip()):
+            raise ValueError(f"run_name must be None or a non-empty str, got {self.run_name!r}")
+        self.trackers()                                 # report_to: known names, installed where they will run
+
+    def trackers(self) -> list[str]:
+        """The trackers this run reports to (accelerate's names; [] for none), see ``report_to``."""
+        from tdnotebooks.runtime import check_report_to
+
+        return check_report_to(self.report_to, self.logging_dir)
 
     def resolved_device(self) -> str:
         """"cpu" or "cuda"."""
@@ -404,7 +420,8 @@ RESUME_MUST_MATCH = ("mode", "steps", "block_size", "lr", "warmup", "weight_deca
 def _accelerator(config: PretrainConfig) -> Any:
     from tdnotebooks.runtime import make_accelerator
 
-    return make_accelerator(cpu=config.resolved_device() == "cpu", mixed_precision=config.resolved_mixed_precision())
+    return make_accelerator(cpu=config.resolved_device() == "cpu", mixed_precision=config.resolved_mixed_precision(),
+                            log_with=config.trackers(), project_dir=config.logging_dir)
 
 
 def _build_model(config: PretrainConfig, model: Any, tokenizer: Any) -> Any:
@@ -445,7 +462,7 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
     from transformers import get_linear_schedule_with_warmup
 
     from tdnotebooks.models import load_tokenizer
-    from tdnotebooks.runtime import seed_everything
+    from tdnotebooks.runtime import default_run_name, end_tracking, seed_everything, start_tracking
 
     if config is not None and not isinstance(config, PretrainConfig):
         raise ValueError(f"config must be None or a PretrainConfig, got {type(config).__name__}")
@@ -504,45 +521,52 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
     updates_importance = config.mode in ("token_drop", "sctd")
     bar = tqdm(total=config.steps, initial=step, desc=config.mode,
                disable=not (config.progress and accelerator.is_main_process), leave=False)
-    objective.train()
-    while step < end:
-        rows = sample_indices(position + rank * config.batch_size, config.batch_size, len(train_blocks),
-                              config.seed)
-        inputs, labels = mask_tokens(train_blocks[rows], tokenizer.mask_token_id, len(tokenizer), special_ids,
-                                     torch.Generator().manual_seed(_seed(config.seed, step, rank, 0)),
-                                     config.mlm_probability)
-        inputs, labels = inputs.to(device), labels.to(device)
-        drop_generator = torch.Generator(device=device).manual_seed(_seed(config.seed, step, rank, 1))
-        _synchronize(device)
-        start = time.perf_counter()
-        loss, terms, out = objective(inputs, torch.ones_like(inputs), labels, step, drop_generator)
-        accelerator.backward(loss)
-        if config.max_grad_norm is not None:
-            accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        if not accelerator.optimizer_step_was_skipped:
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if updates_importance:
-            td.update_importance(out)                   # a collective under DDP: every rank calls it
-        values = _log_values(accelerator, loss, terms)
-        _synchronize(device)
-        seconds = time.perf_counter() - start
-        full_step = config.mode == "sctd" and is_full_step(step, config.fi)
-        history.steps.append({"step": step, **values, "is_full_step": full_step, "lr": lr, "seconds": seconds,
-                              "tokens_per_second": world * config.batch_size * config.block_size / seconds})
-        step, position = step + 1, position + world * config.batch_size
-        bar.update(1)
-        bar.set_postfix(loss=f"{values['loss']:.3f}")
-        last = step == config.steps
-        if config.eval_every and (step % config.eval_every == 0 or last):
-            dev_loss = evaluate(td, dev_inputs, dev_labels, config.eval_batch_size, accelerator)
-            history.evals.append({"step": step, "dev_mlm_loss": dev_loss})
-            objective.train()
-        if config.checkpoint_every and (step % config.checkpoint_every == 0 or last):
-            _save_checkpoint(config, step, position, td, optimizer, scheduler, history, accelerator)
-    bar.close()
+    start_tracking(accelerator, config.run_name or default_run_name(config.mode), history.config)
+    try:
+        while step < end:
+            rows = sample_indices(position + rank * config.batch_size, config.batch_size, len(train_blocks),
+                                  config.seed)
+            inputs, labels = mask_tokens(train_blocks[rows], tokenizer.mask_token_id, len(tokenizer), special_ids,
+                                         torch.Generator().manual_seed(_seed(config.seed, step, rank, 0)),
+                                         config.mlm_probability)
+            inputs, labels = inputs.to(device), labels.to(device)
+            drop_generator = torch.Generator(device=device).manual_seed(_seed(config.seed, step, rank, 1))
+            _synchronize(device)
+            start = time.perf_counter()
+            loss, terms, out = objective(inputs, torch.ones_like(inputs), labels, step, drop_generator)
+            accelerator.backward(loss)
+            if config.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            if not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if updates_importance:
+                td.update_importance(out)                   # a collective under DDP: every rank calls it
+            values = _log_values(accelerator, loss, terms)
+            _synchronize(device)
+            seconds = time.perf_counter() - start
+            full_step = config.mode == "sctd" and is_full_step(step, config.fi)
+            history.steps.append({"step": step, **values, "is_full_step": full_step, "lr": lr, "seconds": seconds,
+                                  "tokens_per_second": world * config.batch_size * config.block_size / seconds})
+            if accelerator.trackers:                # main process only; after the timed step, from the record
+                accelerator.log(_step_scalars(history.steps[-1], world * config.batch_size), step=step + 1)
+            step, position = step + 1, position + world * config.batch_size
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss']:.3f}")
+            last = step == config.steps
+            if config.eval_every and (step % config.eval_every == 0 or last):
+                dev_loss = evaluate(td, dev_inputs, dev_labels, config.eval_batch_size, accelerator)
+                history.evals.append({"step": step, "dev_mlm_loss": dev_loss})
+                if accelerator.trackers:
+                    accelerator.log({"eval/mlm_loss": dev_loss}, step=step)
+                objective.train()
+            if config.checkpoint_every and (step % config.checkpoint_every == 0 or last):
+                _save_checkpoint(config, step, position, td, optimizer, scheduler, history, accelerator)
+    finally:
+        bar.close()
+        end_tracking(accelerator)
 
     if config.output_dir and step == config.steps and accelerator.is_main_process:
         out_dir = Path(config.output_dir)
@@ -558,6 +582,16 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _step_scalars(record: dict, blocks: int) -> dict:
+    """What a tracker gets of a step record (at step = steps done): loss, learning rate, the Eq. 4 terms that ran,
+    blocks in the step, padding (0: blocks are full), tokens/s and the step's seconds."""
+    values = {"train/loss": record["loss"], "train/learning_rate": record["lr"], "train/batch_size": blocks,
+              "train/padding_fraction": 0.0, "train/tokens_per_second": record["tokens_per_second"],
+              "train/step_seconds": record["seconds"]}
+    values.update({f"train/{name}": record[name] for name in TERMS if record[name] is not None})
+    return values
 
 
 def _log_values(accelerator: Any, loss: torch.Tensor, terms: dict) -> dict:
