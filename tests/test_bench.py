@@ -34,7 +34,8 @@ def tiny_config(**overrides) -> BenchConfig:
         token_budget=1024, server_token_budget=1024, max_length=48,  # 48: a few sequences get truncated
         train_examples={"rt_sentiment": 64}, dev_examples={"rt_sentiment": 32}, test_examples={"rt_sentiment": 24},
         latency_examples=4, server_repeats=1, device="cpu", threads=1, progress=False,
-        scale_check=False)  # the whole-split pass has its own tests below (it takes ~20 s)
+        scale_check=False,  # the whole-split pass has its own tests below (it takes ~20 s)
+        qa_seq2seq=None)  # the QA and seq2seq rows: tests/test_bench_qa_seq2seq.py
     return BenchConfig(**{**settings, **overrides})
 
 

@@ -1,6 +1,7 @@
 """Fine-tuning benchmark: RandomSampler vs group_by_length vs BucketSampler vs TokenDrop + BucketSampler.
 
-``python -m tdnotebooks.bench finetune [--quick] [--out FILE] [--seeds N] [--device cpu|cuda]``
+``python -m tdnotebooks.bench finetune [--quick] [--out FILE] [--seeds N] [--device cpu|cuda] [--tasks TASK ...]
+[--no-qa-seq2seq] [--repeats N]``
 
 On each bundled task (``rt_sentiment``, ``reviews_long``) the bundled MiniLM classifier is fine-tuned
 with every method of :func:`tdnotebooks.finetuning.train.finetune` (the paper's Table 1 comparison, Section 3.1),
@@ -33,12 +34,21 @@ Definitions (every figure of the table; ``BENCHMARKS.md`` beside this file expla
   King James Bible's sentences; 4,200 examples each, batched but never trained on), and the padding
   target is checked on each of them too.
 
+QA and seq2seq rows (issue 14; :mod:`~tdnotebooks.bench.finetune.qa_seq2seq`, which defines them): on
+``shakespeare_qa`` (SQuAD format, windows of 384 tokens, stride 128) and ``shakespeare_cast`` (document ->
+summary), the padding at scale of ``random`` / ``bucket`` / ``tokendrop_bucket`` (encoder inputs, and the
+seq2seq targets, which TokenDrop does not touch) and the speed-up of one-epoch fine-tuning runs vs random
+batches, median of interleaved repeats with their spread, against the ideal speed-up. ``--tasks`` selects
+among all four tasks (only QA and seq2seq names: only these rows, without the held-out corpora);
+``--no-qa-seq2seq`` skips them; ``--repeats N`` sets their timed runs per method.
+
 Timing fairness: one process, torch threads fixed for the whole run, a warm-up forward/backward on each
 fresh model copy before its timed run, method order reversed on odd seeds.
 
 Read it in this order: :mod:`~tdnotebooks.bench.finetune.config` (what is compared, the presets),
 :mod:`~tdnotebooks.bench.finetune.corpora` (the held-out corpora of the padding pass),
-:mod:`~tdnotebooks.bench.finetune.runs` (what is measured), :mod:`~tdnotebooks.bench.finetune.targets` (the
+:mod:`~tdnotebooks.bench.finetune.runs` (what is measured), :mod:`~tdnotebooks.bench.finetune.qa_seq2seq` (the
+QA and seq2seq rows: their measurements, targets and report section), :mod:`~tdnotebooks.bench.finetune.targets` (the
 pass/fail targets), :mod:`~tdnotebooks.bench.finetune.report` (the tables); this module holds the command
 line and re-exports their public names.
 """
@@ -46,6 +56,7 @@ line and re-exports their public names.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from tdnotebooks.bench.common import add_common_arguments, int_at_least, run_subcommand, write_results
@@ -61,6 +72,20 @@ from tdnotebooks.bench.finetune.config import (
     quick_config,
 )
 from tdnotebooks.bench.finetune.corpora import CORPUS_EXAMPLES, SCALE_CORPORA, corpus_texts, prepare_corpus
+from tdnotebooks.bench.finetune.qa_seq2seq import (
+    QA_SEQ2SEQ_METHODS,
+    QA_SEQ2SEQ_TASKS,
+    SPEEDUP_BAR,
+    QASeq2SeqSpec,
+    evaluate_qa_seq2seq_targets,
+    format_qa_seq2seq,
+    load_qa_model,
+    padding_at_scale_qa_seq2seq,
+    prepare_split,
+    run_qa_seq2seq,
+    summarize_timings,
+    time_methods,
+)
 from tdnotebooks.bench.finetune.report import format_report
 from tdnotebooks.bench.finetune.runs import (
     SCALE_VARIANTS,
@@ -92,11 +117,14 @@ __all__ = [
     "SCALE_VARIANTS", "RunRecorder", "TimedCollate", "measure_inference", "padding_at_scale", "padding_on_corpora",
     "prepare_splits", "run_benchmark", "scale_variants", "summarize", "train_one", "warm_up",
     "TARGETS", "accuracy_noise_points", "beats_majority", "evaluate_targets", "majority_accuracy",
+    "QA_SEQ2SEQ_METHODS", "QA_SEQ2SEQ_TASKS", "SPEEDUP_BAR", "QASeq2SeqSpec", "evaluate_qa_seq2seq_targets",
+    "format_qa_seq2seq", "load_qa_model", "padding_at_scale_qa_seq2seq", "prepare_split", "run_qa_seq2seq",
+    "summarize_timings", "time_methods",
     "format_report", "write_results",
 ]
 
 HELP = ("fine-tuning speed and accuracy: RandomSampler vs group_by_length vs BucketSampler vs "
-        "TokenDrop + BucketSampler, plus inference latency/throughput")
+        "TokenDrop + BucketSampler, plus inference latency/throughput and QA / seq2seq rows")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,13 +134,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         quick_help="minutes on a CPU: 2 layers, frozen embeddings, small subsets, 1 epoch, 1 seed, 1 thread "
                    "(default: the full run for a GPU: whole splits, 6 layers, 3 epochs, 3 seeds)")
     parser.add_argument("--seeds", type=int_at_least(1), metavar="N", help="number of seeds (0..N-1)")
-    parser.add_argument("--epochs", type=int_at_least(1), metavar="N", help="epochs per fine-tuning run")
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
-                        help=f"subset of {', '.join(TASKS)} (default: both)")
+    parser.add_argument("--epochs", type=int_at_least(1), metavar="N",
+                        help="epochs per fine-tuning run of the classification rows (the QA and seq2seq timed runs: 1)")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS + QA_SEQ2SEQ_TASKS, metavar="TASK",
+                        help=f"subset of {', '.join(TASKS + QA_SEQ2SEQ_TASKS)} (default: all); the last two are "
+                             "the QA and seq2seq rows: name only them to run only those rows")
+    parser.add_argument("--no-qa-seq2seq", action="store_true",
+                        help=f"skip the QA and seq2seq rows ({', '.join(QA_SEQ2SEQ_TASKS)})")
+    parser.add_argument("--repeats", type=int_at_least(1), metavar="N",
+                        help="interleaved timed runs per method of the QA and seq2seq rows (default 3)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-scale-check", action="store_true",
                         help="skip the padding pass over the whole training splits and the held-out corpora "
-                             "(batching only, no model)")
+                             "(batching only, no model), the QA and seq2seq ones included")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -123,9 +157,25 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for name in ("seeds", "epochs", "device", "threads"):  # only what was given replaces the preset's value
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    if args.tasks:
-        overrides["tasks"] = tuple(dict.fromkeys(args.tasks))
-    config = (quick_config if args.quick else full_config)(**overrides)
+    preset = quick_config if args.quick else full_config
+    named = tuple(dict.fromkeys(args.tasks or ()))
+    extra = [t for t in named if t in QA_SEQ2SEQ_TASKS]
+    if args.no_qa_seq2seq and extra:
+        raise ValueError(f"--no-qa-seq2seq skips {', '.join(QA_SEQ2SEQ_TASKS)}, but --tasks names {', '.join(extra)}")
+    if args.no_qa_seq2seq and args.repeats is not None:
+        raise ValueError("--repeats sets the timed runs of the QA and seq2seq rows, which --no-qa-seq2seq skips")
+    if named and not extra and args.repeats is not None:
+        raise ValueError(f"--repeats sets the timed runs of the QA and seq2seq rows, but --tasks names none of "
+                         f"{', '.join(QA_SEQ2SEQ_TASKS)}")
+    if named:
+        overrides["tasks"] = tuple(t for t in named if t in TASKS)
+    spec = preset().qa_seq2seq
+    if args.no_qa_seq2seq or (named and not extra):
+        overrides["qa_seq2seq"] = None
+    elif extra or args.repeats is not None:
+        overrides["qa_seq2seq"] = dataclasses.replace(spec, tasks=tuple(extra) or spec.tasks,
+                                                      repeats=args.repeats or spec.repeats)
+    config = preset(**overrides)
     get_device(config.device)  # --device cuda on a machine without CUDA: a clear error now, not later
     return config
 

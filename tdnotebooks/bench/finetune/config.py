@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdnotebooks.bench.finetune.corpora import SCALE_CORPORA
+from tdnotebooks.bench.finetune.qa_seq2seq import QA_SEQ2SEQ_TASKS, QASeq2SeqSpec
 from tdnotebooks.validation import check_bool, check_int, check_number
 
-__all__ = ["BASELINE", "INFERENCE_RATES", "METHODS", "PAPER_METHOD", "SERVER_BATCHINGS", "TASKS", "BenchConfig",
-           "full_config", "quick_config"]
+__all__ = ["BASELINE", "INFERENCE_RATES", "METHODS", "PAPER_METHOD", "QA_SEQ2SEQ_TASKS", "SERVER_BATCHINGS", "TASKS",
+           "BenchConfig", "QASeq2SeqSpec", "full_config", "quick_config"]
 
-TASKS = ("rt_sentiment", "reviews_long")
+TASKS = ("rt_sentiment", "reviews_long")  # classification; the QA and seq2seq rows: QA_SEQ2SEQ_TASKS
 METHODS = ("random", "group_by_length", "bucket", "tokendrop_bucket")  # = tdnotebooks.finetuning.train.METHODS
 BASELINE = "random"
 PAPER_METHOD = "tokendrop_bucket"
@@ -27,6 +28,9 @@ class BenchConfig:
     ``train_examples`` / ``dev_examples`` / ``test_examples``: per task, a random subset of that many
     examples (seeded, the same for every method); a missing task or None = the whole split. Latency at
     batch size 1 uses the first ``latency_examples`` test examples; server mode the whole test subset.
+
+    ``qa_seq2seq``: the QA and seq2seq rows (:mod:`~tdnotebooks.bench.finetune.qa_seq2seq`), None to skip them;
+    ``tasks`` may be empty when they run (then only they run, without the held-out corpora).
     """
 
     tasks: tuple[str, ...] = TASKS
@@ -51,6 +55,7 @@ class BenchConfig:
     progress: bool = True
     scale_check: bool = True               # padding of every batching over the whole training splits
     scale_corpora: tuple[str, ...] = SCALE_CORPORA  # and over held-out corpora of other shapes (scale_check)
+    qa_seq2seq: QASeq2SeqSpec | None = field(default_factory=QASeq2SeqSpec)  # None: no QA / seq2seq rows
 
     def __post_init__(self) -> None:
         self.tasks, self.methods = tuple(self.tasks), tuple(self.methods)
@@ -71,8 +76,17 @@ class BenchConfig:
         check_number("lr", self.lr, 0, low_open=True)
         for name in ("freeze_embeddings", "quick", "progress", "scale_check"):
             check_bool(name, getattr(self, name))
-        if not self.tasks or any(t not in TASKS for t in self.tasks):
-            raise ValueError(f"tasks must be a non-empty selection of {', '.join(TASKS)}, got {self.tasks!r}")
+        if self.qa_seq2seq is not None and not isinstance(self.qa_seq2seq, QASeq2SeqSpec):
+            raise ValueError(f"qa_seq2seq must be None (skip the QA and seq2seq rows) or a QASeq2SeqSpec, "
+                             f"got {type(self.qa_seq2seq).__name__}")
+        if (not self.tasks and self.qa_seq2seq is None) or any(t not in TASKS for t in self.tasks):
+            raise ValueError(f"tasks must be a non-empty selection of {', '.join(TASKS)} (empty only with the QA "
+                             f"and seq2seq rows, qa_seq2seq), got {self.tasks!r}")
+        if self.qa_seq2seq is not None:
+            longest = max(self.qa_seq2seq.qa_max_length, self.qa_seq2seq.max_source_length)
+            if self.token_budget < longest:
+                raise ValueError(f"token_budget must be an int >= the longest QA window or seq2seq source "
+                                 f"({longest}) when the QA and seq2seq rows run, got {self.token_budget!r}")
         if BASELINE not in self.methods or any(m not in METHODS for m in self.methods):
             raise ValueError(f"methods must include {BASELINE!r} (the baseline) and come from "
                              f"{', '.join(METHODS)}, got {self.methods!r}")
@@ -89,7 +103,8 @@ class BenchConfig:
 
 
 def quick_config(**overrides: Any) -> BenchConfig:
-    """A few minutes on 2 CPU cores: 2 layers, frozen embeddings, small subsets, 1 epoch, 1 seed, 1 thread.
+    """A few minutes on 2 CPU cores: 2 layers, frozen embeddings, small subsets, 1 epoch, 1 seed, 1 thread;
+    the QA and seq2seq timed runs: 1 layer (each half for seq2seq), 32 raw examples, 3 interleaved repeats.
 
     One torch thread: on a small CPU shared with other work, OpenMP threads wait for each other far more
     than they compute (an AdamW step took 0.1-3 s with 2 threads and about 0.05 s with 1 on a busy 2-core
@@ -102,10 +117,12 @@ def quick_config(**overrides: Any) -> BenchConfig:
         "dev_examples": {"rt_sentiment": 192, "reviews_long": 96},
         "test_examples": {"rt_sentiment": 192, "reviews_long": 96},
         "latency_examples": 16,
+        "qa_seq2seq": QASeq2SeqSpec(num_layers=1, train_examples={"shakespeare_qa": 32, "shakespeare_cast": 32}),
     }
     return BenchConfig(**{**settings, **overrides})
 
 
 def full_config(**overrides: Any) -> BenchConfig:
-    """For a GPU: whole splits, all 6 layers, 3 epochs, 3 seeds."""
+    """For a GPU: whole splits, all 6 layers, 3 epochs, 3 seeds; the QA and seq2seq timed runs: one epoch over
+    the whole training split per run, 3 interleaved repeats."""
     return BenchConfig(**overrides)

@@ -1,5 +1,6 @@
 """The fine-tuning benchmark's report: the results of :func:`~tdnotebooks.bench.finetune.runs.run_benchmark` as
-plain-text tables (training, padding at scale, inference), the target verdicts and the notes."""
+plain-text tables (training, padding at scale, inference, the QA and seq2seq rows), the target verdicts and the
+notes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from tdnotebooks.bench.common import format_load, format_table
 from tdnotebooks.bench.finetune.config import BASELINE, PAPER_METHOD
+from tdnotebooks.bench.finetune.qa_seq2seq import format_qa_seq2seq
 
 __all__ = ["format_report"]
 
@@ -22,6 +24,9 @@ TARGET_LABELS: dict[str, tuple[str, Callable[[float], str]]] = {
     "speedup_over_ideal": ("speedup / ideal speedup", lambda v: f"{v:.2f}"),
     "speedup_over_group_by_length": ("speedup over group_by_length", lambda v: f"{v:.2f}x"),
     "accuracy_minus_baseline_points": ("dev accuracy - baseline", lambda v: f"{v:+.1f} pt"),
+    # the QA and seq2seq rows (issue 14)
+    "qa_seq2seq_speedup_over_ideal": ("speedup vs random / ideal speedup", lambda v: f"{v:.2f}"),
+    "qa_seq2seq_speedup": ("speedup vs random (medians)", lambda v: f"{v:.2f}x"),
 }
 
 TRAINING_HEADERS = ["task", "method", "pad %", "real tok", "pad tok", "s/epoch", "speedup", "ideal",
@@ -87,7 +92,8 @@ def _target_lines(results: Mapping[str, Any]) -> list[str]:
                        f"the majority class ({_pct(r['majority_accuracy'])}%) by 2 standard errors: the models "
                        "learned (almost) nothing at this scale.")
     noise = ", ".join(f"{task} +-{r['accuracy_noise_points']:.1f} pt" for task, r in results["tasks"].items())
-    out.append(f"Accuracy noise (1 s.e. of a difference of mean dev accuracies, dev-set sampling only): {noise}")
+    if noise:
+        out.append(f"Accuracy noise (1 s.e. of a difference of mean dev accuracies, dev-set sampling only): {noise}")
     return out
 
 
@@ -99,14 +105,17 @@ def format_report(results: Mapping[str, Any]) -> str:
     out = [
         f"Fine-tuning benchmark ({'quick' if env['quick'] else 'full'}): device {env['device']}{gpu}, "
         f"{env['threads']} torch threads, torch {env['torch']}",
-        f"MiniLM {config['num_layers'] or 6} layers{frozen}, {config['epochs']} epochs x {config['seeds']} seeds, "
-        f"lr {config['lr']:g}, base batch {config['base_batch_size']}, token budget {config['token_budget']}",
-        "",
-        "Training (tokens: totals over all epochs and seeds; s/epoch: wall time of the training loop only;"
-        " cpu sp: speedup in process CPU time)",
-        format_table(TRAINING_HEADERS, _training_rows(tasks)),
+        (f"MiniLM {config['num_layers'] or 6} layers{frozen}, {config['epochs']} epochs x {config['seeds']} seeds, "
+         f"lr {config['lr']:g}, base batch {config['base_batch_size']}, token budget {config['token_budget']}"
+         if tasks else f"Classification rows not run (only QA / seq2seq tasks named); lr {config['lr']:g}{frozen}, "
+                       f"base batch {config['base_batch_size']}, token budget {config['token_budget']}"),
         "",
     ]
+    if tasks:
+        out += ["Training (tokens: totals over all epochs and seeds; s/epoch: wall time of the training loop only;"
+                " cpu sp: speedup in process CPU time)",
+                format_table(TRAINING_HEADERS, _training_rows(tasks)),
+                ""]
     for task, r in tasks.items():
         overhead = r["methods"].get(PAPER_METHOD, {}).get("tokendrop_overhead")
         out.append(f"{task}: {r['train_examples']} train / {r['dev_examples']} dev examples, mean length "
@@ -131,6 +140,7 @@ def format_report(results: Mapping[str, Any]) -> str:
                 format_table(LATENCY_HEADERS, latency), "",
                 f"Server mode (all test examples at once; best of {config['server_repeats']} passes)",
                 format_table(SERVER_HEADERS, server), ""]
+    out += format_qa_seq2seq(results.get("qa_seq2seq") or {}, config.get("qa_seq2seq"))
     out += _target_lines(results)
     if env["quick"]:
         seeds = config["seeds"]

@@ -1,7 +1,7 @@
 """What the fine-tuning benchmark measures: timed fine-tuning runs of every method (observed through a
 :class:`~tdnotebooks.finetuning.callbacks.FinetuneCallback`), their per-method summary, the padding of every
 batching over whole training splits (no model), and inference latency and throughput; :func:`run_benchmark`
-runs them all."""
+runs them all, and the QA and seq2seq rows of :mod:`~tdnotebooks.bench.finetune.qa_seq2seq`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tdnotebooks.bench.finetune.config import (
     BenchConfig,
     full_config,
 )
+from tdnotebooks.bench.finetune.qa_seq2seq import evaluate_qa_seq2seq_targets, run_qa_seq2seq
 from tdnotebooks.bench.finetune.targets import (
     accuracy_noise_points,
     beats_majority,
@@ -375,7 +376,8 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
             env = environment(config, device)
             tokenizer = load_tokenizer()
             splits = {task: prepare_splits(task, config, tokenizer) for task in config.tasks}
-            runs, inference_models = _train_every_method(config, splits, tokenizer.pad_token_id, device)
+            runs, inference_models = (_train_every_method(config, splits, tokenizer.pad_token_id, device)
+                                      if config.tasks else ({}, {}))
             tasks: dict[str, Any] = {}
             for task in config.tasks:
                 tasks[task] = _task_result(splits[task], runs[task], config)
@@ -384,15 +386,20 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
                 if task in inference_models:
                     tasks[task]["inference"] = measure_inference(inference_models[task], tokenizer, splits[task]["test"],
                                                                  config, tokenizer.pad_token_id, device)
-            corpora = padding_on_corpora(config, tokenizer) if config.scale_check else {}
+            corpora = padding_on_corpora(config, tokenizer) if config.scale_check and config.tasks else {}
+            qa_seq2seq = {}
+            if config.qa_seq2seq is not None:  # issue 14: QA and seq2seq rows (their own module)
+                qa_seq2seq = run_qa_seq2seq(config, tokenizer, device,
+                                            _scale_settings(config) if config.scale_check else None)
         env["load_average_at_end"] = load_average()
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
-    targets = evaluate_targets(tasks, corpora)
+    targets = evaluate_targets(tasks, corpora) + evaluate_qa_seq2seq_targets(qa_seq2seq)
     return {
         "benchmark": "finetune", "environment": env,
         "config": {**asdict(config), "finetune": config.finetune_kwargs()},
-        "tasks": tasks, "scale_corpora": corpora, "targets": targets, "all_targets_met": all(t["passed"] for t in targets),
+        "tasks": tasks, "scale_corpora": corpora, "qa_seq2seq": qa_seq2seq,
+        "targets": targets, "all_targets_met": all(t["passed"] for t in targets),
         "wall_seconds": time.perf_counter() - started,
     }
