@@ -11,6 +11,7 @@ re-exported here; the notebook charts live in
 - :mod:`~tdnotebooks.viz.token_dropping`       notebook 05
 - :mod:`~tdnotebooks.viz.semantic_loss`        notebooks 06 and 07
 - :mod:`~tdnotebooks.viz.sctd`                 notebook 07
+- :mod:`~tdnotebooks.viz.qa_and_summarization` notebook 08
 """
 
 from __future__ import annotations
