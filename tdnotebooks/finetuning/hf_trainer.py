@@ -277,4 +277,6 @@ class BucketSeq2SeqTrainer(BucketTrainer, Seq2SeqTrainer):
     """:class:`BucketTrainer`'s batching in ``Seq2SeqTrainer`` (``predict_with_generate`` and the rest stay
     Hugging Face's): pass ``task=tdnotebooks.finetuning.seq2seq.Seq2SeqTask(tokenizer)`` and a train split from
     :func:`~tdnotebooks.finetuning.seq2seq.prepare_seq2seq`. Buckets and TokenDrop act on the encoder inputs; the
-    targets are padded with -100 and the model builds the decoder inputs from them."""
+    targets are padded with -100 and the model builds the decoder inputs from them. Its own ``evaluate`` /
+    ``predict`` batch ``eval_dataset`` with ``data_collator``: pass ``DataCollatorForSeq2Seq(tokenizer, model)``
+    (targets of different lengths), or score with ``task.evaluate(trainer.model, dev, ...)`` (loss and ROUGE)."""
