@@ -104,3 +104,22 @@ def test_unanswered_and_wrong_types(wordpiece, data):
             feedback = check(wrong)
             assert isinstance(feedback, Feedback) and not feedback and feedback.answered
     assert not ex.check_never_dropped(["not", 3]) and not ex.check_never_dropped("not")
+
+
+def test_expected_dropped_tokens_by_type_is_exact():
+    """Issue 16: the exercise's expectation follows TokenDrop's default unit ("type"); checked against every
+    order of the types (the generator draws each order with equal probability)."""
+    import itertools
+
+    from tdnotebooks.exercises.tokendrop import expected_dropped_tokens
+
+    # "the" x3 (1 token), "it's" x2 (3 tokens), "a" (1 token)
+    ex = {"input_ids": [0, 7, 9, 9, 9, 7, 1, 8, 7, 9, 9, 9, 2],
+          "stopword_spans": [[1, 2], [2, 5], [5, 6], [7, 8], [8, 9], [9, 12]]}
+    groups = {(7,): [1, 1, 1], (9, 9, 9): [3, 3], (8,): [1]}
+    for rate in (0.2, 0.5, 0.7, 1.0):
+        k = TokenDrop(rate=rate).num_words_to_drop(6)
+        orders = list(itertools.permutations(groups))
+        brute = sum(sum([size for key in order for size in groups[key]][:k]) for order in orders) / len(orders)
+        assert expected_dropped_tokens(ex, rate) == pytest.approx(brute)
+        assert expected_dropped_tokens(ex, rate, unit="occurrence") == pytest.approx(k / 6 * 10)

@@ -131,7 +131,8 @@ def test_gradient_accumulation_counts_examples_once_per_step(tiny_task):
     ({"freeze_embeddings": "False"}, "freeze_embeddings must be True or False, got 'False'"),
     ({"amp": 1}, "amp must be True or False, got 1"),
     ({"progress": None}, "progress must be True or False, got None"),
-    ({"trim_to": "bogus"}, "trim_to must be one of 'shortest', 'reachable', got 'bogus'"),
+    ({"trim_to": "bogus"}, "trim_to must be one of 'shortest', 'reachable', 'bucket_floor', got 'bogus'"),
+    ({"token_drop_unit": "word"}, "token_drop_unit must be one of 'type', 'occurrence', got 'word'"),
     ({"device": 0}, "device must be None .* or a str"),
     ({"token_drop_rate": "0.3"}, r"token_drop_rate must be a number in \[0, 1\], got '0.3'"),
     ({"tokendrop_dropout": 1.0}, r"tokendrop_dropout must be 'paper', None \(keep the model's\) or a number in \[0, 1\)"),
@@ -232,3 +233,48 @@ def test_finetune_trains_with_the_tokendrop_dropout_and_restores_the_models(tiny
         assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.3}
         raise RuntimeError("boom")
     assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+
+
+def test_tokendrop_defaults_and_readings_reach_the_collator(tiny_task):
+    """Issue 16: TokenDrop's unit defaults to "type" (Algorithm 1 / reference code) in both TokenDrop uses;
+    trim_to stays the package's "reachable"; "bucket_floor" gets the sampler's bucket width."""
+    train, _ = tiny_task
+    config = FinetuneConfig()
+    assert (config.token_drop_unit, config.trim_to, config.order_by_reachable, config.rbm_by_reachable) == (
+        "type", "reachable", True, True)
+    bucket = make_batching(FinetuneConfig(method="tokendrop_bucket"), train, 0).collate
+    assert bucket.token_drop.unit == "type" and bucket.trim_to == "reachable"
+    rate = make_batching(FinetuneConfig(token_drop_rate=0.3), train, 0).collate
+    assert rate.token_drop.unit == "type"
+    old = make_batching(FinetuneConfig(method="tokendrop_bucket", token_drop_unit="occurrence",
+                                       trim_to="bucket_floor", bucket_width=4, order_by_reachable=False), train, 0)
+    assert old.collate.token_drop.unit == "occurrence" and old.collate.trim_to == "bucket_floor"
+    assert old.collate.bucket_width == 4 and old.batch_sampler.spec.reachable_lengths is None
+
+
+def test_three_readings_of_algorithm_3_on_rt_sentiment(wordpiece):
+    """Padding of the whole rt_sentiment training split, 3 epochs, seed 0: the package's default (reachable,
+    TokenDrop-aware batches) pads least; Algorithm 3 as written and the reference code's bucket floors pad
+    comparably (the same Algorithm 2 batches), and the floors drop the fewest tokens."""
+    from tdnotebooks.data import load_task
+    from tdnotebooks.finetuning.tokendrop import prepare
+
+    train = prepare(load_task("rt_sentiment")["train"], wordpiece, max_length=128)
+    rows = train.select_columns(["input_ids", "attention_mask", "token_type_ids", "stopword_spans",
+                                 "stopword_is_pronoun", "idx", "label"]).to_list()
+
+    def run(**overrides):
+        config = FinetuneConfig(method="tokendrop_bucket", token_budget=8192, **overrides)
+        batching = make_batching(config, train, wordpiece.pad_token_id)
+        for epoch in range(3):
+            batching.set_epoch(epoch)
+            for batch in batching.batch_sampler:
+                batching.collate([rows[i] for i in batch])
+        return batching.collate
+
+    default = run()
+    as_written = run(trim_to="shortest", order_by_reachable=False, rbm_by_reachable=False)
+    reference = run(trim_to="bucket_floor", order_by_reachable=False, rbm_by_reachable=False)
+    assert default.stats.padding_fraction < 0.001
+    assert as_written.stats.padding_fraction > 0.02 and reference.stats.padding_fraction > 0.02
+    assert reference.dropped_tokens < min(as_written.dropped_tokens, default.dropped_tokens)

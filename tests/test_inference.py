@@ -159,3 +159,44 @@ def test_batch_size_1_rejects_mismatched_or_empty_inputs(model, wordpiece, texts
 def test_batch_size_1_rejects_a_bad_rate(model, wordpiece):
     with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\], got 1.5"):
         latency_at_batch_size_1(model, wordpiece, ["a fine film"], [1], rate=1.5)
+
+
+def test_server_mode_trim_to_is_an_argument(model, data):
+    """Issue 16: trim_to is predict's argument; "reachable" (the default) is what it used to hard-code."""
+    common = {"batching": "bucketed_tokendrop", "token_budget": 3 * MAX_LENGTH}
+    runs = {t: predict(model, data, token_drop=TokenDrop(mode="to_length"), trim_to=t, **common)
+            for t in ("reachable", "shortest", "bucket_floor")}
+    default = predict(model, data, token_drop=TokenDrop(mode="to_length"), **common)
+    assert default.padding == runs["reachable"].padding
+    torch.testing.assert_close(default.logits, runs["reachable"].logits)
+    # reachable never trims below what a batch needs: no more slots than "shortest", fewer tokens dropped
+    assert runs["reachable"].padding.slot_tokens <= runs["shortest"].padding.slot_tokens
+    assert runs["reachable"].padding.real_tokens >= runs["shortest"].padding.real_tokens
+    assert len({p.padding.real_tokens for p in runs.values()}) > 1  # the readings differ on these lengths
+    with pytest.raises(ValueError, match="trim_to must be one of 'shortest', 'reachable', 'bucket_floor', got 'x'"):
+        predict(model, data, token_drop=TokenDrop(mode="to_length"), trim_to="x", **common)
+
+
+def test_batch_size_1_latency_is_end_to_end_with_the_forward_pass_beside_it(model, wordpiece, data, monkeypatch):
+    """median_ms includes finding the stopwords (text in, label out); forward_median_ms is the forward pass only."""
+    import time as time_module
+
+    import tdnotebooks.finetuning.tokendrop as tokendrop
+
+    real = tokendrop._find_stopwords
+
+    def slow(*args, **kwargs):  # stopword finding made 40 ms slower: only the end-to-end figure sees it
+        time_module.sleep(0.04)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tokendrop, "_find_stopwords", slow)
+    texts, labels = data["text"][:6], data["label"][:6]
+    result = latency_at_batch_size_1(model, wordpiece, texts, labels, rate=0.5, max_length=MAX_LENGTH, warmup=0,
+                                     repeats=2)
+    assert result.median_ms >= 40 and result.p25_ms >= 40
+    assert result.forward_median_ms < 40 and result.forward_p25_ms <= result.forward_median_ms <= result.forward_p75_ms
+    assert result.p25_ms <= result.median_ms <= result.p75_ms
+    plain = latency_at_batch_size_1(model, wordpiece, texts, labels, rate=0.0, max_length=MAX_LENGTH, warmup=0)
+    assert plain.median_ms < 40  # rate 0 looks for no stopwords: tokenize, forward, argmax
+    with pytest.raises(ValueError, match="repeats must be an int >= 1, got 0"):
+        latency_at_batch_size_1(model, wordpiece, texts, labels, rate=0.5, repeats=0)

@@ -458,7 +458,7 @@ def test_public_methods_check_their_arguments_at_the_door(wordpiece):
     assert collate.epoch == 2 and type(collate.epoch) is int
     with pytest.raises(ValueError, match=r"pad_token_id \(tokenizer.pad_token_id\) must be an int >= 0, got None"):
         TokenDropCollator(TokenDrop(), None)
-    with pytest.raises(ValueError, match="trim_to must be one of 'shortest', 'reachable', got 'longest'"):
+    with pytest.raises(ValueError, match="trim_to must be one of 'shortest', 'reachable', 'bucket_floor', got 'longest'"):
         TokenDropBucketCollator(TokenDrop(mode="to_length"), wordpiece.pad_token_id, trim_to="longest")
 
 
@@ -551,3 +551,108 @@ def test_remove_articles_and_punctuation():
     text = "The movie, it's an ode to a friend -- Then another well-made (one)."
     assert remove_articles_and_punctuation(text) == "movie its ode to friend Then another well made one"
     assert remove_articles_and_punctuation("A theory: an answer!") == "theory answer"
+
+
+# ---------------------------------------------------------------------------------------- issue 16: unit, bucket_floor
+def _type_model(ids, spans, seed, epoch, index):
+    """Algorithm 1 / the reference code, written out: shuffle the distinct stopword types (in order of first
+    occurrence) with the (seed, epoch, index) generator, then take each type's words in text order."""
+    groups = {}
+    for k, (s, e) in enumerate(spans):
+        groups.setdefault(tuple(ids[s:e]), []).append(k)
+    words = list(groups.values())
+    perm = np.random.default_rng((seed, epoch, index)).permutation(len(words))
+    return [k for g in perm for k in words[int(g)]]
+
+
+# ids: 10 = "the" (3 times), 11 = "of", 12 = "a", 13 = "it's" (2 tokens); 1-5: content tokens
+TYPE_EXAMPLE = {"input_ids": [101, 10, 1, 11, 10, 2, 12, 3, 10, 13, 14, 4, 102],
+                "stopword_spans": [[1, 2], [3, 4], [4, 5], [6, 7], [8, 9], [9, 11]], "idx": 5}
+
+
+def test_default_unit_is_type_and_drops_whole_types_in_shuffled_type_order():
+    assert TokenDrop().unit == "type" and TokenDrop(mode="to_length").unit == "type"
+    ids, spans = TYPE_EXAMPLE["input_ids"], TYPE_EXAMPLE["stopword_spans"]
+    firsts = set()
+    for seed in range(40):
+        order = _type_model(ids, spans, seed, 1, 5)
+        for rate, k in ((0.2, 1), (0.5, 3), (1.0, 6)):  # round(rate * 6 stopword words), halves up
+            got = TokenDrop(rate=rate, seed=seed).apply(TYPE_EXAMPLE, epoch=1)
+            assert got.dropped_spans == sorted(tuple(spans[j]) for j in order[:k])
+        firsts.add(tuple(TokenDrop(rate=0.2, seed=seed).apply(TYPE_EXAMPLE, epoch=1).dropped_spans))
+    # one word dropped: the first "the" or one of the other types, never the 2nd or 3rd "the"
+    assert firsts == {((1, 2),), ((3, 4),), ((6, 7),), ((9, 11),)}
+    # to_length walks the same order: 4 tokens to remove -> as many whole words, in type order, as fit
+    for seed in range(40):
+        order = _type_model(ids, spans, seed, 0, 5)
+        got = TokenDrop(mode="to_length", seed=seed).apply(TYPE_EXAMPLE, epoch=0, target_length=len(ids) - 4)
+        need, expected = 4, []
+        for j in order:
+            size = spans[j][1] - spans[j][0]
+            if size <= need:
+                expected.append(tuple(spans[j]))
+                need -= size
+        assert need == 0 and got.dropped_spans == sorted(expected)
+
+
+def test_unit_occurrence_keeps_the_earlier_reading():
+    spans = TYPE_EXAMPLE["stopword_spans"]
+    firsts = set()
+    for seed in range(40):
+        perm = [int(k) for k in np.random.default_rng((seed, 1, 5)).permutation(len(spans))]
+        got = TokenDrop(rate=0.5, seed=seed, unit="occurrence").apply(TYPE_EXAMPLE, epoch=1)
+        assert got.dropped_spans == sorted(tuple(spans[j]) for j in perm[:3])
+        firsts.add(tuple(TokenDrop(rate=0.2, seed=seed, unit="occurrence").apply(TYPE_EXAMPLE, epoch=1).dropped_spans))
+    assert ((4, 5),) in firsts or ((8, 9),) in firsts  # a later "the" can go first: not so by type
+    # same budget in both units, on real data: round(rate * n) words, n counting occurrences
+    assert TokenDrop(rate=0.5, unit="occurrence").apply(TYPE_EXAMPLE, 0).dropped_words == 3
+    assert TokenDrop(rate=0.5).apply(TYPE_EXAMPLE, 0).dropped_words == 3
+
+
+def test_choose_needs_types_in_unit_type():
+    with pytest.raises(ValueError, match='unit="type" needs types'):
+        TokenDrop().choose([(1, 2)], 0, 0)
+    with pytest.raises(ValueError, match=r"types must have one key per span \(1\), got 2"):
+        TokenDrop().choose([(1, 2)], 0, 0, types=["the", "a"])
+    assert TokenDrop(rate=1.0).choose([(1, 2), (2, 3)], 0, 0, types=["the", "the"]) == [0, 1]
+    assert TokenDrop(unit="occurrence", rate=1.0).choose([(1, 2)], 0, 0) == [0]
+    with pytest.raises(ValueError, match="unit must be one of 'type', 'occurrence', got 'word'"):
+        TokenDrop(unit="word")
+    assert "unit='type'" in repr(TokenDrop())
+
+
+def test_bucket_floor_trims_each_sequence_to_its_buckets_lower_edge():
+    def example(length, stop, idx):  # `stop` one-token stopwords right after [CLS]
+        return {"input_ids": list(range(100, 100 + length)), "stopword_spans": [[p, p + 1] for p in range(1, 1 + stop)],
+                "idx": idx}
+
+    collate = TokenDropBucketCollator(TokenDrop(mode="to_length"), 0, trim_to="bucket_floor", bucket_width=5)
+    same_bucket = [example(10, 4, 0), example(12, 4, 1), example(14, 4, 2)]
+    assert collate.target_lengths(same_bucket) == [10, 10, 10]
+    batch = collate(same_bucket)
+    assert batch["input_ids"].shape == (3, 10) and bool(batch["attention_mask"].all())
+    assert collate.dropped_tokens == 0 + 2 + 4
+    merged = [example(7, 4, 3), example(13, 4, 4), example(22, 1, 5)]  # a merged residual batch; one stopword-poor
+    assert collate.target_lengths(merged) == [5, 10, 20]
+    collate.reset_stats()
+    batch = collate(merged)
+    assert batch["attention_mask"].sum(1).tolist() == [5, 10, 21]  # own floors; the poor one keeps 21, pads the rest
+    assert collate.stats.slot_tokens == 3 * 21 and collate.dropped_tokens == 2 + 3 + 1
+    assert TokenDropBucketCollator(TokenDrop(mode="to_length"), 0, trim_to="bucket_floor",
+                                   bucket_width=4).target_lengths(same_bucket) == [8, 12, 12]
+    # the other readings trim the same-bucket batch to one width: its shortest (10) either way here
+    for trim_to in ("shortest", "reachable"):
+        assert TokenDropBucketCollator(TokenDrop(mode="to_length"), 0, trim_to=trim_to).target_lengths(same_bucket) == [
+            10, 10, 10]
+    with pytest.raises(ValueError, match="bucket_width must be an int >= 1, got 0"):
+        TokenDropBucketCollator(TokenDrop(mode="to_length"), 0, trim_to="bucket_floor", bucket_width=0)
+
+
+def test_bucket_floor_matches_the_sampler_buckets(rt_wp, wordpiece):
+    """The floor the collator computes from bucket_width is the lower edge of the BucketSpec bucket."""
+    from tdnotebooks.finetuning.planning import BucketSpec
+
+    spec = BucketSpec(rt_wp["length"], bucket_width=5)
+    collate = TokenDropBucketCollator(TokenDrop(mode="to_length"), wordpiece.pad_token_id, trim_to="bucket_floor")
+    rows = rt_wp.select(range(200)).remove_columns(["text"]).to_list()
+    assert collate.target_lengths(rows) == [spec.buckets[spec.bucket_of(r["length"])].min_len for r in rows]

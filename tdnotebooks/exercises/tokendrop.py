@@ -140,29 +140,54 @@ def check_count_changes_with_epoch(answer: Any, texts: Sequence[str], rows: Sequ
 
 
 # ------------------------------------------------------------------------------ 4. share of tokens removed
-def expected_dropped_tokens(example: Mapping[str, Any], rate: float = 0.3) -> float:
+def expected_dropped_tokens(example: Mapping[str, Any], rate: float = 0.3, unit: str = "type") -> float:
     """Expected tokens TokenDrop removes from one prepared example in one epoch.
 
-    Algorithm 1 drops a uniformly random set of ``k = round(rate × n)`` of the ``n`` stopword words, so each
-    word goes with probability ``k / n``: the expectation is ``k / n × (tokens of all stopword words)``.
+    Algorithm 1 drops ``k = round(rate × n)`` of the ``n`` stopword words. With ``unit="occurrence"`` they are a
+    uniformly random set, so each word goes with probability ``k / n``: the expectation is ``k / n × (tokens of
+    all stopword words)``. With ``unit="type"`` (TokenDrop's default: the stopword types are shuffled, each
+    type's words follow in text order), the ``m``-th occurrence of a type goes when fewer than ``k - m`` words
+    of other types come before its type; averaged over the orders of the types, exactly.
     """
     _check_rate(rate)
     if not isinstance(example, Mapping) or "stopword_spans" not in example:
         raise ValueError("example must be a row of a prepared split (with stopword_spans): "
                          "tdnotebooks.finetuning.prepare(data, tokenizer)[i]")
+    td = TokenDrop(rate=rate, unit=unit)
     spans = [(int(s), int(e)) for s, e in example["stopword_spans"]]
     if not spans:
         return 0.0
-    k = TokenDrop(rate=rate).num_words_to_drop(len(spans))
-    return k / len(spans) * sum(e - s for s, e in spans)
+    k = td.num_words_to_drop(len(spans))
+    if unit == "occurrence":
+        return k / len(spans) * sum(e - s for s, e in spans)
+    ids = list(example["input_ids"])
+    groups: dict[tuple, list[int]] = {}
+    for s, e in spans:
+        groups.setdefault(tuple(ids[s:e]), []).append(e - s)
+    counts = {key: len(sizes) for key, sizes in groups.items()}
+    n_types = len(groups)
+    expected = 0.0
+    for key, sizes in groups.items():
+        others = [c for other, c in counts.items() if other != key]
+        ways = [[0] * (len(spans) + 1) for _ in range(n_types)]  # ways[j][w]: sets of j other types with w words
+        ways[0][0] = 1
+        for c in others:
+            for j in range(len(others), 0, -1):
+                for w in range(len(spans), c - 1, -1):
+                    ways[j][w] += ways[j - 1][w - c]
+        for m, size in enumerate(sizes):  # the m-th occurrence goes when the types before hold < k - m words
+            p = sum(ways[j][w] * math.factorial(j) * math.factorial(n_types - 1 - j)
+                    for j in range(n_types) for w in range(len(spans) + 1) if w < k - m) / math.factorial(n_types)
+            expected += p * size
+    return expected
 
 
-def solution_token_share(data: Iterable[Mapping[str, Any]], rate: float = 0.3) -> float:
+def solution_token_share(data: Iterable[Mapping[str, Any]], rate: float = 0.3, unit: str = "type") -> float:
     """Expected share of all tokens of ``data`` (prepared: ``input_ids``, ``stopword_spans``) removed per epoch."""
     _check_rate(rate)
     removed = total = 0.0
     for example in data:
-        removed += expected_dropped_tokens(example, rate)
+        removed += expected_dropped_tokens(example, rate, unit)
         total += len(example["input_ids"])
     if total == 0:
         raise ValueError("data has no tokens: pass the prepared training split")

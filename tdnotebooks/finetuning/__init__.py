@@ -42,7 +42,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     "hwcap": ("measure_peak_memory", "profile_hwcap"),
     "lrm": ("LRModulator", "lr_factor"),
     "collate": ("IGNORE_INDEX", "POSITION_KEYS", "PadToBatchMax", "collate_labels", "shift_positions"),
-    "tokendrop": ("DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
+    "tokendrop": ("DROP_MODES", "DROP_UNITS", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
                   "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference",
                   "find_stopwords", "highlight_dropped", "is_stopword", "prepare", "reachable_lengths",
                   "remove_articles_and_punctuation", "split_words"),

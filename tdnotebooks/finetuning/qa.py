@@ -365,14 +365,15 @@ _COLLATE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "length", "sto
 def predict_qa(model: torch.nn.Module, features: Any, examples: Any, *, batching: str = "bucketed",
                batch_size: int = 64, token_budget: int | None = 8192, bucket_width: int = 5,
                token_drop: Any = None, n_best: int = 20, max_answer_length: int = 30, pad_token_id: int = 0,
-               seed: int = 0, amp_dtype: torch.dtype | None = None) -> QAPredictions:
+               seed: int = 0, amp_dtype: torch.dtype | None = None, trim_to: str = "reachable") -> QAPredictions:
     """The best answer span of every example: windows batched as in :func:`~tdnotebooks.finetuning.inference.predict`.
 
     ``features``: :func:`prepare_qa` of ``examples`` (every window kept). batching: ``"random"`` (random
     batches of ``batch_size`` padded to their longest), ``"bucketed"`` (BucketSampler buckets of
     ``bucket_width`` with HWCap from ``token_budget``, no BatchCap, residual batches merged) or
     ``"bucketed_tokendrop"`` (server mode, Section 3.2: the same batches trimmed by dropping stopwords, with
-    ``token_drop=TokenDrop(mode="to_length")`` and ``TokenDropBucketCollator(trim_to="reachable")``; the
+    ``token_drop=TokenDrop(mode="to_length")`` and ``TokenDropBucketCollator(trim_to=trim_to)``, default
+    ``"reachable"``, the package's own reading, as in :func:`~tdnotebooks.finetuning.inference.predict`; the
     sampler is given the TokenDrop's reachable lengths so that batches can be trimmed to one width).
 
     Post-processing (SQuAD v1.1): over all windows of an example, the span (start, end) of context tokens
@@ -423,7 +424,8 @@ def predict_qa(model: torch.nn.Module, features: Any, examples: Any, *, batching
                                 base_batch_size=batch_size, batch_cap=token_budget is None, rbm=True,
                                 shuffle=False, seed=seed, reachable_lengths=reachable)
         batches = sampler.epoch_batches(0)
-    collate: Any = (TokenDropBucketCollator(token_drop, pad_token_id, trim_to="reachable", return_positions=True)
+    collate: Any = (TokenDropBucketCollator(token_drop, pad_token_id, trim_to=trim_to, return_positions=True,
+                                            bucket_width=bucket_width)
                     if batching == "bucketed_tokendrop" else PadToBatchMax(pad_token_id))
     inputs = features.select_columns([c for c in _COLLATE_KEYS if c in features.column_names])
     offsets_of, example_of = list(features["offset_mapping"]), list(features["example_id"])

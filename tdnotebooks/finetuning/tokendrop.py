@@ -50,7 +50,7 @@ from tdnotebooks.stopwords import PRONOUNS, stopword_set
 from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
-    "DROP_MODES", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
+    "DROP_MODES", "DROP_UNITS", "TRIM_TARGETS", "DropResult", "HighlightedText", "TokenDrop",
     "TokenDropBucketCollator", "TokenDropCollator", "Word", "drop_stopwords_for_inference", "find_stopwords",
     "encoding_stopwords", "highlight_dropped", "is_stopword", "prepare", "reachable_lengths",
     "remove_articles_and_punctuation", "split_words",
@@ -319,6 +319,7 @@ def prepare(data: Any, tokenizer: Any, *, text_fields: Sequence[str] | None = No
 
 # ============================================================================ 3. TokenDrop
 DROP_MODES = ("rate", "to_length")
+DROP_UNITS = ("type", "occurrence")
 
 
 @dataclass(frozen=True)
@@ -347,12 +348,28 @@ def _as_list(values: Any) -> list:
 class TokenDrop:
     """Drop random stopword words, a new random subset per (seed, epoch, example index).
 
-    mode ``"rate"`` (Algorithm 1 with a global TokenDrop_Rate): drop ``round(rate * n)`` of an example's
-    ``n`` stopword words, rounding halves up (0.5 -> 1; not Python's round-half-to-even).
+    Which words go first (``unit``):
+
+    - ``"type"`` (default; Algorithm 1 line 3 and the reference code): shuffle the example's distinct
+      stopwords (its stopword *types*: "the", "of", ...), then walk the types in that order and drop each
+      type's occurrences in text order until Tokens_to_drop is used up. This is what the reference script
+      does (it shuffles the stopword list, and for each listed word present in the example removes its
+      occurrences one after the other until its budget is spent). Algorithm 1's pseudocode can also be read
+      as one occurrence per type per pass; the two differ only when the budget ends inside a repeated type.
+      A type is a word's token ids: in an uncased vocabulary exactly the lower-cased stopword, in a cased
+      one "The" and "the" are two types.
+    - ``"occurrence"`` (this package's earlier reading): shuffle the stopword *words* (occurrences) and take
+      them in that order, so a stopword that occurs three times is three times as likely to be hit first.
+
+    Both units spend the same budget, counted the same way; only the order in which words are taken differs.
+
+    mode ``"rate"`` (Algorithm 1 with a global TokenDrop_Rate): drop ``round(rate * n)`` stopword words,
+    where ``n`` is the number of stopword words (occurrences, the paper's number_of_stopwords(sequence)) of
+    the example, rounding halves up (0.5 -> 1; not Python's round-half-to-even), in either unit.
 
     mode ``"to_length"`` (Section 2.3, Algorithm 3: Tokens_to_drop(sample) = cardinality(sample) -
     min_seq_len(batch)): drop stopword words until the example has at most ``target_length`` tokens. Words
-    can have several tokens, so the rule is: walk the words in random order and drop each one that still
+    can have several tokens, so the rule is: walk the words in ``unit``'s random order and drop each one that still
     fits in the excess; if some excess is left (every remaining word is longer than it), drop the shortest
     remaining word, which overshoots by fewer tokens than that word has. The result is exact whenever the
     example has at least ``excess`` one-token stopwords, and never shorter than needed by more than the
@@ -373,16 +390,17 @@ class TokenDrop:
     """
 
     def __init__(self, rate: float = 0.3, mode: str = "rate", seed: int = 0, keep_pronouns: bool = False,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, unit: str = "type") -> None:
         self.rate = check_number("rate", rate, low=0, high=1)
         self.mode = check_choice("mode", mode, DROP_MODES)
         self.seed = check_int("seed", seed, low=0)
         self.keep_pronouns = check_bool("keep_pronouns", keep_pronouns)
         self.enabled = check_bool("enabled", enabled)
+        self.unit = check_choice("unit", unit, DROP_UNITS)
 
     def __repr__(self) -> str:
         return (f"TokenDrop(rate={self.rate}, mode={self.mode!r}, seed={self.seed}, "
-                f"keep_pronouns={self.keep_pronouns}, enabled={self.enabled})")
+                f"keep_pronouns={self.keep_pronouns}, enabled={self.enabled}, unit={self.unit!r})")
 
     def prepare(self, data: Any, tokenizer: Any, **kwargs: Any) -> Any:
         """:func:`prepare`: tokenize once and find the stopword words (same for every TokenDrop setting)."""
@@ -419,30 +437,48 @@ class TokenDrop:
         return min(num_stopword_words, math.floor(self.rate * num_stopword_words + 0.5 + 1e-9))
 
     def choose(self, spans: Sequence[Sequence[int]], epoch: int, index: int,
-               excess: int | None = None) -> list[int]:
+               excess: int | None = None, types: Sequence[Any] | None = None) -> list[int]:
         """Indices (into ``spans``) of the stopword words to drop, in increasing order.
 
-        Algorithm 1, line 3: shuffle the example's stopword words (with :meth:`generator`); lines 4-8:
-        take words from the shuffled list until Tokens_to_drop is used up. ``excess`` (mode "to_length") is
-        the number of tokens to remove.
+        Algorithm 1, line 3: shuffle (with :meth:`generator`) the example's stopword types (``unit="type"``)
+        or words (``unit="occurrence"``); lines 4-8: take words in that order until Tokens_to_drop is used
+        up. ``excess`` (mode "to_length") is the number of tokens to remove. ``types`` (needed by
+        ``unit="type"``): one hashable key per span, equal for the words of one type (their token ids or
+        their lower-cased text).
         """
         epoch, index = check_int("epoch", epoch, low=0), check_int("index", index, low=0)
         if self.mode == "to_length" and excess is None:
             raise ValueError('mode "to_length" needs excess (the number of tokens to remove)')
         if excess is not None:
             excess = check_int("excess", excess, low=0)
-        return self._choose(spans, epoch, index, excess)
+        if types is not None and len(types) != len(spans):
+            raise ValueError(f"types must have one key per span ({len(spans)}), got {len(types)}")
+        if self.unit == "type" and types is None and len(spans) > 0:
+            raise ValueError('unit="type" needs types: one key per span, equal for words of one stopword type')
+        return self._choose(spans, epoch, index, excess, types)
 
-    def _choose(self, spans: Sequence[Sequence[int]], epoch: int, index: int, excess: int | None) -> list[int]:
+    def _order(self, n: int, types: Sequence[Any] | None, epoch: int, index: int) -> list[int]:
+        """The order in which the ``n`` stopword words are taken (see ``unit``)."""
+        generator = self._generator(epoch, index)
+        if self.unit == "occurrence":
+            return [int(k) for k in generator.permutation(n)]
+        groups: dict[Any, list[int]] = {}  # type -> its words in text order; types in order of first occurrence
+        for k, key in enumerate(types):
+            groups.setdefault(key, []).append(k)
+        words = list(groups.values())
+        return [k for g in generator.permutation(len(words)) for k in words[int(g)]]
+
+    def _choose(self, spans: Sequence[Sequence[int]], epoch: int, index: int, excess: int | None,
+                types: Sequence[Any] | None = None) -> list[int]:
         """:meth:`choose` without the argument checks (the collators call it once per example)."""
         if not self.enabled or len(spans) == 0:
             return []
-        order = [int(k) for k in self._generator(epoch, index).permutation(len(spans))]
+        order = self._order(len(spans), types, epoch, index)
         if self.mode == "rate":
             return sorted(order[:self.num_words_to_drop(len(spans))])
         sizes = [int(end) - int(start) for start, end in spans]
         chosen, need = [], excess
-        for k in order:  # drop random words that fit in what is left to remove
+        for k in order:  # drop words, in order, that fit in what is left to remove
             if 0 < sizes[k] <= need:
                 chosen.append(k)
                 need -= sizes[k]
@@ -482,7 +518,8 @@ class TokenDrop:
         ids = _as_list(example["input_ids"])
         spans = self.droppable_spans(example)
         excess = None if target_length is None else max(0, len(ids) - target_length)
-        chosen = self._choose(spans, epoch, index, excess)
+        types = [tuple(ids[start:end]) for start, end in spans] if self.unit == "type" else None
+        chosen = self._choose(spans, epoch, index, excess, types)
         drop = {p for k in chosen for p in range(*spans[k])}
         keep = [p for p in range(len(ids)) if p not in drop]
         mask = example.get("attention_mask")
@@ -611,32 +648,43 @@ class TokenDropCollator(_DropAndPadCollator):
         return [self.token_drop._apply(ex, self.epoch) for ex in examples]
 
 
-TRIM_TARGETS = ("shortest", "reachable")
+TRIM_TARGETS = ("shortest", "reachable", "bucket_floor")
 
 
 class TokenDropBucketCollator(_DropAndPadCollator):
-    """TokenDrop + BucketSampler (Algorithm 3): trim every sequence to the batch's shortest length.
+    """TokenDrop + BucketSampler (Algorithm 3): trim the sequences of a length-bucketed batch by dropping stopwords.
 
-    Each sequence drops random stopword words (per seed, epoch, idx) until it is as short as the shortest
-    sequence of the batch; only what cannot be trimmed (too few stopwords, or a multi-token word that
-    overshoots) is padded. Meant for batches of similar lengths (BucketSampler): with widely different
-    lengths most sequences run out of stopwords. Needs ``TokenDrop(mode="to_length")``.
+    Each sequence drops random stopword words (per seed, epoch, idx) until it is as short as its target
+    (``trim_to``); only what cannot be trimmed (too few stopwords, or a multi-token word that overshoots) is
+    padded. Meant for batches of similar lengths (BucketSampler): with widely different lengths most
+    sequences run out of stopwords. Needs ``TokenDrop(mode="to_length")``.
 
-    ``trim_to="shortest"`` is Algorithm 3 as written. Its weak spot: when one sequence has too few
-    stopwords to get down to the shortest length, the batch is as wide as that sequence anyway, so the
-    others were trimmed further than needed and are padded back up. ``trim_to="reachable"`` trims to
-    max(shortest length, the longest of "length minus all stopword tokens"): no wider a batch, fewer
-    tokens dropped, and padding only from multi-token words that overshoot and from members shorter than
-    that width. A BucketSampler given this TokenDrop's ``reachable_lengths`` plans its batches so that no
-    member is shorter than the width (except for a small allowance, see
-    :func:`~tdnotebooks.finetuning.planning.merge_by_reachable`), merged residual batches included: that is
-    what keeps padding near zero on any length distribution (measured figures: BENCHMARKS.md, notebook 03).
+    Three targets, three sources:
+
+    - ``"shortest"``: Algorithm 3 as written in the paper (Tokens_to_drop(sample) = cardinality(sample) -
+      min_seq_len(batch), min_seq_len read as the batch's shortest member). Its weak spot: when one sequence
+      has too few stopwords to get down to the shortest length, the batch is as wide as that sequence anyway,
+      so the others were trimmed further than needed and are padded back up.
+    - ``"bucket_floor"``: what the reference code does: every sequence on its own drops ``length %
+      bucket_width`` tokens' worth of stopwords, i.e. is trimmed to ``(length // bucket_width) *
+      bucket_width``, the lower edge of its bucket ``[k*w, (k+1)*w)`` as :class:`~tdnotebooks.finetuning.
+      planning.BucketSpec` defines buckets. In a batch of one bucket every member has the same floor; in a
+      merged residual batch the members keep their own floors and are padded to the widest.
+    - ``"reachable"`` (this package's own reading, ``finetune``'s default): trim to max(shortest length, the
+      longest of "length minus all stopword tokens"): no wider a batch than "shortest", fewer tokens dropped,
+      and padding only from multi-token words that overshoot and from members shorter than that width. A
+      BucketSampler given this TokenDrop's ``reachable_lengths`` plans its batches so that no member is
+      shorter than the width (except for a small allowance, see
+      :func:`~tdnotebooks.finetuning.planning.merge_by_reachable`), merged residual batches included: that
+      is what keeps padding near zero on any length distribution (measured figures: BENCHMARKS.md, notebook 03).
 
     Args:
         token_drop: a ``TokenDrop(mode="to_length")``; its seed and the epoch (:meth:`set_epoch`) fix the drops.
         pad_token_id: the tokenizer's pad id, for what cannot be trimmed.
-        trim_to: ``"shortest"`` (Algorithm 3 as written) or ``"reachable"`` (what ``finetune`` uses).
+        trim_to: ``"shortest"`` (Algorithm 3 as written), ``"bucket_floor"`` (the reference code) or
+            ``"reachable"`` (what ``finetune`` uses).
         return_positions: add ``original_positions`` (see :class:`TokenDropCollator`).
+        bucket_width: the sampler's bucket width (the paper's 5); used by ``trim_to="bucket_floor"`` only.
 
     Example:
         >>> collate = TokenDropBucketCollator(TokenDrop(mode="to_length"), tokenizer.pad_token_id,
@@ -646,47 +694,60 @@ class TokenDropBucketCollator(_DropAndPadCollator):
     Warning: call :meth:`set_epoch` at the start of every epoch, as with ``DistributedSampler``: the dropped
     subset depends on the epoch, and a collator left at another epoch drops other words. And with merged
     batches planned from reachable lengths, use ``trim_to="reachable"``: ``"shortest"`` trims such a batch
-    below what its stopword-poor members can reach and pads them.
+    below what its stopword-poor members can reach and pads them. With ``"bucket_floor"`` give the
+    sampler's ``bucket_width``.
     """
 
     required_mode = "to_length"
 
     def __init__(self, token_drop: TokenDrop, pad_token_id: int, trim_to: str = "shortest",
-                 return_positions: bool = False) -> None:
+                 return_positions: bool = False, bucket_width: int = 5) -> None:
         super().__init__(token_drop, pad_token_id, return_positions)
         self.trim_to = check_choice("trim_to", trim_to, TRIM_TARGETS)
+        self.bucket_width = check_int("bucket_width", bucket_width, low=1)
 
-    def target_length(self, examples: Sequence[Mapping[str, Any]]) -> int:
-        """The length every sequence of the batch is trimmed to (see ``trim_to``)."""
+    def target_lengths(self, examples: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The length each sequence of the batch is trimmed to (see ``trim_to``)."""
+        if self.trim_to == "bucket_floor":
+            w = self.bucket_width
+            return [len(ex["input_ids"]) // w * w for ex in examples]
         target = min(len(ex["input_ids"]) for ex in examples)
         if self.trim_to == "reachable":
             target = max([target] + [self.token_drop.reachable_length(ex) for ex in examples])
-        return target
+        return [target] * len(examples)
+
+    def target_length(self, examples: Sequence[Mapping[str, Any]]) -> int:
+        """The one length the whole batch is trimmed to (``"shortest"``, ``"reachable"``); with
+        ``"bucket_floor"`` the widest member's floor (each member has its own: :meth:`target_lengths`)."""
+        return max(self.target_lengths(examples))
 
     def _drop(self, examples: Sequence[Mapping[str, Any]]) -> list[DropResult]:
-        target = self.target_length(examples)
-        return [self.token_drop._apply(ex, self.epoch, target_length=target) for ex in examples]
+        targets = self.target_lengths(examples)
+        return [self.token_drop._apply(ex, self.epoch, target_length=target)
+                for ex, target in zip(examples, targets, strict=True)]
 
 
 # ============================================================================ 5. inference, notebook helpers
 def drop_stopwords_for_inference(tokenizer: Any, texts: str | Sequence[str], rate: float, seed: int = 0,
-                                 keep_pronouns: bool = False,
-                                 max_length: int | None = 128) -> list[dict[str, torch.Tensor]]:
+                                 keep_pronouns: bool = False, max_length: int | None = 128,
+                                 unit: str = "type") -> list[dict[str, torch.Tensor]]:
     """Inference-time TokenDrop (Section 3.2): drop round(rate * n) of each text's n stopword words.
 
     One dict of ``(1, length)`` tensors per text, ready for ``model(**inputs)`` at batch size 1 (``rate=1``
-    drops every stopword). Text ``i`` uses the generator of (seed, epoch 0, index i).
+    drops every stopword). Text ``i`` uses the generator of (seed, epoch 0, index i); ``unit`` as in
+    :class:`TokenDrop` (default ``"type"``, Algorithm 1).
     """
     if isinstance(texts, str):
         texts = [texts]
-    token_drop = TokenDrop(rate=rate, seed=seed, keep_pronouns=keep_pronouns)
+    token_drop = TokenDrop(rate=rate, seed=seed, keep_pronouns=keep_pronouns, unit=unit)
     columns = find_stopwords(tokenizer, texts, max_length=max_length)
-    out = []
-    for i in range(len(texts)):
-        example = {k: v[i] for k, v in columns.items()}
-        kept = token_drop._apply(example, epoch=0, index=i)
-        out.append({k: torch.tensor([v]) for k, v in kept.model_inputs().items()})
-    return out
+    return [_inference_inputs(token_drop, {k: v[i] for k, v in columns.items()}, i) for i in range(len(texts))]
+
+
+def _inference_inputs(token_drop: TokenDrop, example: Mapping[str, Any], index: int) -> dict[str, torch.Tensor]:
+    """One found-stopwords example after ``token_drop`` (epoch 0, ``index``), as ``(1, length)`` tensors."""
+    kept = token_drop._apply(example, epoch=0, index=index)
+    return {k: torch.tensor([v]) for k, v in kept.model_inputs().items()}
 
 
 @dataclass(frozen=True)
@@ -706,14 +767,16 @@ class HighlightedText:
 
 
 def highlight_dropped(tokenizer: Any, text: str, rate: float = 0.3, seed: int = 0, epoch: int = 0,
-                      index: int = 0, keep_pronouns: bool = False) -> HighlightedText:
+                      index: int = 0, keep_pronouns: bool = False, unit: str = "type") -> HighlightedText:
     """Which words of ``text`` TokenDrop (mode "rate") drops at (seed, epoch, index): struck out in red;
     stopwords it kept this time are underlined. Same choice as the collator makes for row ``index``."""
     _check_fast(tokenizer)
     check_bool("keep_pronouns", keep_pronouns)
-    found = [f for f in _stopword_tokens(tokenizer([text]).encodings[0], [text])
-             if not (keep_pronouns and f.pronoun)]
-    chosen = TokenDrop(rate=rate, seed=seed).choose([(f.start, f.end) for f in found], epoch, index)
+    token_drop = TokenDrop(rate=rate, seed=seed, unit=unit)
+    encoding = tokenizer([text]).encodings[0]
+    found = [f for f in _stopword_tokens(encoding, [text]) if not (keep_pronouns and f.pronoun)]
+    chosen = token_drop.choose([(f.start, f.end) for f in found], epoch, index,
+                               types=[tuple(encoding.ids[f.start:f.end]) for f in found])
     stop_chars = {(f.word.start, f.word.end) for f in found}
     dropped_chars = {(found[k].word.start, found[k].word.end) for k in chosen}
     pairs, flags, html_parts, text_parts, cursor = [], [], [], [], 0

@@ -9,13 +9,17 @@ Methods (``FinetuneConfig.method``):
 - ``"random"``: random batches of ``base_batch_size`` padded to their longest (the paper's baseline);
 - ``"group_by_length"``: Hugging Face's ``LengthGroupedSampler`` (Trainer's ``group_by_length``);
 - ``"bucket"``: BucketSampler (buckets, HWCap, BatchCap, RBM) + LRM, padded to the batch's longest;
-- ``"tokendrop_bucket"``: BucketSampler + Algorithm 3 (trim to the batch's shortest by dropping stopwords).
-  By default full batches are cut only from examples that can be trimmed to their bucket's floor, all other
-  examples (the stopword-poor ones and the buckets' leftovers) are merged by the width they can be trimmed
-  to (``order_by_reachable``, ``rbm_by_reachable``; see :mod:`tdnotebooks.finetuning.planning`), and each
-  batch is trimmed only as far as its members can go (``trim_to="reachable"``): padding stays near zero on
-  any length distribution. ``order_by_reachable=False, trim_to="shortest"`` is Algorithms 2 and 3 exactly
-  as written.
+- ``"tokendrop_bucket"``: BucketSampler + Algorithm 3 (trim the batch by dropping stopwords). The default
+  is this package's own reading, not the paper's nor its code's: full batches are cut only from examples
+  that can be trimmed to their bucket's floor, all other examples (the stopword-poor ones and the buckets'
+  leftovers) are merged by the width they can be trimmed to (``order_by_reachable``, ``rbm_by_reachable``;
+  see :mod:`tdnotebooks.finetuning.planning`), and each batch is trimmed only as far as its members can go
+  (``trim_to="reachable"``): padding stays near zero on any length distribution.
+  ``trim_to="shortest", order_by_reachable=False, rbm_by_reachable=False`` is Algorithms 2 and 3 exactly as
+  written (trim to the batch's shortest member); ``trim_to="bucket_floor", order_by_reachable=False,
+  rbm_by_reachable=False`` is the reference code (every sequence trimmed to its bucket's lower edge).
+  Which stopwords go first: ``token_drop_unit="type"`` (Algorithm 1 and the reference code: shuffled
+  stopword types) or ``"occurrence"`` (shuffled stopword words), see :class:`~tdnotebooks.finetuning.tokendrop.TokenDrop`.
 
 ``token_drop_rate > 0`` adds TokenDrop at a global rate (Algorithm 1) to ``"random"`` (and to
 ``"group_by_length"``): the regularizer on its own.
@@ -46,7 +50,7 @@ from tdnotebooks.finetuning.callbacks import FinetuneCallback
 from tdnotebooks.finetuning.collate import PadToBatchMax
 from tdnotebooks.finetuning.lrm import LRModulator
 from tdnotebooks.finetuning.tasks import FinetuneTask, check_task
-from tdnotebooks.finetuning.tokendrop import TRIM_TARGETS
+from tdnotebooks.finetuning.tokendrop import DROP_UNITS, TRIM_TARGETS
 from tdnotebooks.padding import PaddingStats
 from tdnotebooks.runtime import amp_dtype as pick_amp_dtype
 from tdnotebooks.runtime import default_run_name, end_tracking, get_device, seed_everything, start_tracking
@@ -82,11 +86,14 @@ class FinetuneConfig:
     rbm: bool = True
     lrm: bool = True
     token_drop_rate: float = 0.0      # TokenDrop at a global rate (Algorithm 1); 0 = off
+    token_drop_unit: str = "type"     # which stopwords go first: "type" (Algorithm 1 / reference code: shuffled
+                                      # stopword types) or "occurrence" (shuffled stopword words); see TokenDrop
     keep_pronouns: bool = False
-    trim_to: str = "reachable"        # Algorithm 3 target: "shortest" (as written) or "reachable" (see tokendrop)
-    order_by_reachable: bool = True   # tokendrop_bucket: batch stopword-poor examples together (see BucketSampler)
+    trim_to: str = "reachable"        # Algorithm 3 target. "reachable": the package's own reading (default);
+                                      # "shortest": Algorithm 3 as written; "bucket_floor": the reference code
+    order_by_reachable: bool = True   # tokendrop_bucket: batch stopword-poor examples together (package's own)
     rbm_by_reachable: bool = True     # tokendrop_bucket: merge leftovers by the width they can be trimmed to
-                                      # (planning.merge_by_reachable); False: Algorithm 2's RBM
+                                      # (planning.merge_by_reachable, package's own); False: Algorithm 2's RBM
     tokendrop_dropout: float | str | None = "paper"  # dropout while TokenDrop is on; see tokendrop_dropout_rate
     freeze_embeddings: bool = False   # keep word embeddings fixed: a much cheaper optimizer step on CPU
     grad_accum_steps: int = 1
@@ -124,6 +131,7 @@ class FinetuneConfig:
                      "freeze_embeddings", "amp", "progress", "resume"):
             check_bool(name, getattr(self, name))
         check_choice("trim_to", self.trim_to, TRIM_TARGETS)
+        check_choice("token_drop_unit", self.token_drop_unit, DROP_UNITS)
         for name in ("checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), low=1)
@@ -248,7 +256,8 @@ def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batc
     )
 
     lengths = train["length"]
-    token_drop = TokenDrop(mode="to_length", seed=config.seed, keep_pronouns=config.keep_pronouns)
+    token_drop = TokenDrop(mode="to_length", seed=config.seed, keep_pronouns=config.keep_pronouns,
+                           unit=config.token_drop_unit)
     if config.method in ("bucket", "tokendrop_bucket"):
         reachable = None
         if config.method == "tokendrop_bucket" and config.order_by_reachable:
@@ -269,10 +278,12 @@ def make_batching(config: FinetuneConfig, train: Any, pad_token_id: int) -> Batc
         sampler = _SeededRandomBatches(len(lengths), config.base_batch_size, config.seed)
 
     if config.method == "tokendrop_bucket":
-        collate: Any = TokenDropBucketCollator(token_drop, pad_token_id, trim_to=config.trim_to)
+        collate: Any = TokenDropBucketCollator(token_drop, pad_token_id, trim_to=config.trim_to,
+                                               bucket_width=config.bucket_width)
     elif config.token_drop_rate > 0:
         collate = TokenDropCollator(TokenDrop(rate=config.token_drop_rate, seed=config.seed,
-                                              keep_pronouns=config.keep_pronouns), pad_token_id)
+                                              keep_pronouns=config.keep_pronouns, unit=config.token_drop_unit),
+                                    pad_token_id)
     else:
         collate = PadToBatchMax(pad_token_id)
 
