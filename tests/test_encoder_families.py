@@ -130,7 +130,7 @@ def test_sctd_with_every_token_kept_is_the_plain_mlm_loss(wordpiece, family):
     ref, ref_grads = plain(mlm, batch)
     td = wrap(mlm, family, keep_fraction=1.0)
     for kl_target in ("cls_hidden_softmax", "mean_pooled", "mlm_vocab"):
-        out = sctd_loss(td, **batch, step=0, config=ScTDConfig(kl_target=kl_target, lam=0.5))
+        out = sctd_loss(td, **batch, step=9, config=ScTDConfig(kl_target=kl_target, lam=0.5))  # t = Fi - 1: full
         assert out.is_full_step
         for kl in (out.kl_global, out.kl_local):
             torch.testing.assert_close(kl, torch.zeros_like(kl), rtol=0, atol=1e-9)
@@ -193,7 +193,8 @@ def test_modernbert_dropping_equals_a_model_that_never_saw_the_dropped_tokens(wo
     whose local windows are measured in original positions. The two wrong ways (positions renumbered
     0..k-1; windows counted in kept indices) give something else, so this test would catch them."""
     mlm, batch = sharpened(make_mlm("modernbert", attn, wordpiece)), make_batch("modernbert")
-    td = wrap(mlm, "modernbert", keep_fraction=0.5, start_layer=0, end_layer=4)
+    td = wrap(mlm, "modernbert", keep_fraction=0.5, start_layer=0, end_layer=4,
+              first_layer_full_kv=False)                  # no layer sees the dropped tokens
     rows = kept_rows()
     fixed_selection(td, rows)
     with torch.no_grad():
@@ -248,7 +249,8 @@ def test_modernbert_dropping_equals_masking_the_dropped_tokens_out(wordpiece, at
     """Every layer dropped: the same as the plain model on the full-length batch with the dropped tokens
     marked as padding (Hugging Face's own masks and rotary positions, windows over sequence positions)."""
     mlm, batch = sharpened(make_mlm("modernbert", attn, wordpiece)), make_batch("modernbert")
-    td = wrap(mlm, "modernbert", keep_fraction=0.5, start_layer=0, end_layer=4)
+    td = wrap(mlm, "modernbert", keep_fraction=0.5, start_layer=0, end_layer=4,
+              first_layer_full_kv=False)                  # no layer sees the dropped tokens
     fixed_selection(td, kept_rows())
     only_kept = torch.zeros_like(batch["attention_mask"])
     for b, row in enumerate(kept_rows()):

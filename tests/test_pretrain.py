@@ -93,7 +93,7 @@ def test_each_mode_trains_a_few_steps(wordpiece, mode):
     assert [e["step"] for e in history.evals] == [3] and math.isfinite(history.dev_losses[0])
     assert all(s["tokens_per_second"] > 0 and s["seconds"] > 0 for s in history.steps)
     full_steps = [s["is_full_step"] for s in history.steps]
-    assert full_steps == ([True, False, True] if mode == "sctd" else [False] * 3)
+    assert full_steps == ([False, True, False] if mode == "sctd" else [False] * 3)   # fi=2: t mod 2 == 1
     for s in history.steps:
         present = {k for k in ("mlm_dropped", "mlm_full", "kl_global", "kl_local") if s[k] is not None}
         if mode == "baseline":
@@ -122,7 +122,7 @@ def test_loss_falls(wordpiece):
 
 @pytest.fixture(scope="module")
 def uninterrupted(wordpiece, tmp_path_factory):
-    """6 sctd steps (full passes at 0, 2, 4; dropout on), a checkpoint every 2 steps."""
+    """6 sctd steps (full passes at 1, 3, 5; dropout on), a checkpoint every 2 steps."""
     directory = tmp_path_factory.mktemp("uninterrupted")
     td, history = run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(directory))
     return td, history, directory
@@ -263,11 +263,35 @@ def test_resume_with_another_model_size_is_one_clear_error(wordpiece, uninterrup
                    r"stop_after"),
     ({"max_grad_norm": 0.5}, r"\(max_grad_norm: checkpoint 1.0, now 0.5\)"),
     ({"max_grad_norm": None}, r"\(max_grad_norm: checkpoint 1.0, now None\)"),
+    ({"full_pass_at": "start"}, r"\(full_pass_at: checkpoint 'end', now 'start'\)"),
+    ({"keep_predicted": "all"}, r"\(keep_predicted: checkpoint 'mask_only', now 'all'\)"),
+    ({"kl_reduction": "sum"}, r"\(kl_reduction: checkpoint 'batchmean', now 'sum'\)"),
 ])
 def test_resume_refuses_other_steps_and_another_max_grad_norm(wordpiece, uninterrupted, change, match):
     _, _, directory = uninterrupted
     with pytest.raises(ValueError, match=rf"cannot resume from .*step-000006: settings differ {match}"):
         run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(directory), resume=True, **change)
+
+
+def test_a_checkpoint_from_before_the_new_settings_resumes_with_their_old_readings(wordpiece, tmp_path):
+    """A checkpoint without keep_predicted / full_pass_at ran with every predicted position kept and the full pass
+    at t mod Fi == 0: it resumes with those settings, and refuses the new defaults by name."""
+    from tdnotebooks.checkpoints import write_manifest
+
+    old = dict(mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), keep_predicted="all",
+               full_pass_at="start")
+    run(wordpiece, stop_after=2, **old)
+    folder = tmp_path / "step-000002"
+    state = torch.load(folder / "state.pt", weights_only=True)
+    for name in ("keep_predicted", "full_pass_at"):
+        del state["config"][name]
+    torch.save(state, folder / "state.pt")
+    write_manifest(folder, state["step"], 1)
+    with pytest.raises(ValueError, match=r"settings differ \(keep_predicted: checkpoint 'all', now 'mask_only'; "
+                                         r"full_pass_at: checkpoint 'start', now 'end'\)"):
+        run(wordpiece, mode="sctd", checkpoint_every=2, checkpoint_dir=str(tmp_path), resume=True)
+    _, history = run(wordpiece, resume=True, **old)
+    assert history.resumed_from == 2 and [s["is_full_step"] for s in history.steps] == [True, False] * 3
 
 
 def pretend_saved_by(folder, world_size):
@@ -370,7 +394,9 @@ def test_two_processes_draw_their_own_dropout_and_resume_in_one_with_the_same_gl
     ({"resume": "yes"}, r"resume must be True or False, got 'yes'"),
     ({"progress": 0}, r"progress must be True or False, got 0"),
     ({"first_layer_full_kv": 1}, r"first_layer_full_kv must be True or False, got 1"),
-    ({"kl_reduction": "mean"}, r"kl_reduction must be one of 'sum', 'batchmean', got 'mean'"),
+    ({"kl_reduction": "mean"}, r"kl_reduction must be one of 'batchmean', 'sum', got 'mean'"),
+    ({"keep_predicted": "none"}, r"keep_predicted must be one of 'mask_only', 'all', got 'none'"),
+    ({"full_pass_at": 0}, r"full_pass_at must be one of 'end', 'start', got 0"),
     ({"corpus": ""}, r"^corpus=.. is not a known corpus; allowed"),
     ({"checkpoint_dir": 3}, r"checkpoint_dir must be None or a folder path as a str, got 3"),
 ])

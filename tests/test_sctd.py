@@ -10,15 +10,19 @@ import torch
 from torch.nn import functional as F
 
 from tdnotebooks.pretraining.sctd import (
+    DEFAULT_LAM,
     KL_TARGETS,
     ScTDConfig,
     is_full_step,
     kl_from_scores,
+    lam_for_reduction,
     sctd_loss,
 )
 from tdnotebooks.pretraining.token_dropping import TokenDroppingBert, TokenDroppingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one CPU thread
+
+FULL = 9    # a full step under the defaults (Fi = 10, full_pass_at="end": t mod Fi == Fi - 1)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def test_eq4_total_recomputed_independently(make_td, batch, kl_target, reduction
     """total = 1/2 MLM* + 1/2 MLM + lambda (KL_g + KL_l), each term recomputed from the plain HF model."""
     td = make_td()
     lam = 0.3
-    out = sctd_loss(td, **batch, step=0, config=ScTDConfig(lam=lam, kl_target=kl_target, reduction=reduction))
+    out = sctd_loss(td, **batch, step=FULL, config=ScTDConfig(lam=lam, kl_target=kl_target, reduction=reduction))
     assert out.is_full_step
 
     # 1. From the returned terms.
@@ -120,15 +124,18 @@ def test_eq4_total_recomputed_independently(make_td, batch, kl_target, reduction
 
 
 def test_official_objective_without_full_mlm(make_td, batch):
-    """full_mlm=False: MLM* + lambda (KL_g + KL_l), what the official code optimises."""
-    out = sctd_loss(make_td(), **batch, step=0, config=ScTDConfig(full_mlm=False))
+    """full_mlm=False: MLM* + lambda (KL_g + KL_l), what the official code optimises (full pass at t = 0)."""
+    config = ScTDConfig(full_mlm=False, lam=0.05, reduction="sum", full_pass_at="start")
+    out = sctd_loss(make_td(), **batch, step=0, config=config)
     expected = out.mlm_dropped + 0.05 * (out.kl_global + out.kl_local)
     torch.testing.assert_close(out.total, expected, rtol=0, atol=1e-6)
     assert out.mlm_full is not None                     # still reported for logging
 
 
-def test_schedule_follows_t_mod_fi(make_td, batch):
-    """Steps 0..2 Fi: the full pass (drop=False) runs exactly at t mod Fi == 0; otherwise L = MLM*."""
+@pytest.mark.parametrize("at", ["end", "start"])
+def test_schedule_follows_t_mod_fi(make_td, batch, at):
+    """Steps 0..2 Fi: the full pass (drop=False) runs exactly at t mod Fi == Fi - 1 ("end", the paper's Fig. 5)
+    or t mod Fi == 0 ("start", the official code); otherwise L = MLM*."""
     fi = 3
     td = make_td()
     calls: list[bool] = []
@@ -139,9 +146,9 @@ def test_schedule_follows_t_mod_fi(make_td, batch):
     calls.clear()
     try:
         for t in range(2 * fi + 1):
-            out = sctd_loss(td, **batch, step=t, config=ScTDConfig(fi=fi))
-            full = t % fi == 0
-            assert is_full_step(t, fi) is full and out.is_full_step is full
+            out = sctd_loss(td, **batch, step=t, config=ScTDConfig(fi=fi, full_pass_at=at))
+            full = t % fi == (fi - 1 if at == "end" else 0)
+            assert is_full_step(t, fi, at) is full and out.is_full_step is full
             assert calls == ([True, False] if full else [True])
             calls.clear()
             if full:
@@ -154,8 +161,17 @@ def test_schedule_follows_t_mod_fi(make_td, batch):
                                        "is_full_step": False}
     finally:
         handle.remove()
-    assert [t for t in range(21) if is_full_step(t, 10)] == [0, 10, 20]
-    assert all(is_full_step(t, 1) for t in range(5))
+    assert [t for t in range(21) if is_full_step(t, 10, at)] == ([9, 19] if at == "end" else [0, 10, 20])
+    assert all(is_full_step(t, 1, at) for t in range(5))
+
+
+def test_default_schedule_is_the_papers():
+    """Fig. 5: Fi - 1 token-dropping steps, then the full one; none at step 0 (random initialisation)."""
+    assert ScTDConfig().full_pass_at == "end"
+    assert [t for t in range(30) if is_full_step(t, 10)] == [9, 19, 29]
+    for steps in (1, 9, 10, 95, 100):       # floor(T / Fi) full steps ("end") against ceil(T / Fi) ("start")
+        assert sum(is_full_step(t, 10) for t in range(steps)) == steps // 10
+        assert sum(is_full_step(t, 10, "start") for t in range(steps)) == math.ceil(steps / 10)
 
 
 def test_kl_nonnegative_on_random_scores():
@@ -170,7 +186,7 @@ def test_kl_nonnegative_on_random_scores():
 def test_kl_exactly_zero_when_nothing_is_dropped(make_td, batch, kl_target):
     """keep_fraction=1.0: the dropped pass is the full pass, so both KL terms are exactly 0 and L = MLM."""
     with torch.no_grad():
-        out = sctd_loss(make_td(keep_fraction=1.0), **batch, step=0, config=ScTDConfig(kl_target=kl_target))
+        out = sctd_loss(make_td(keep_fraction=1.0), **batch, step=FULL, config=ScTDConfig(kl_target=kl_target))
     assert float(out.kl_global) == 0.0 and float(out.kl_local) == 0.0
     assert float(out.total) == float(out.mlm_full) == float(out.mlm_dropped)
 
@@ -183,11 +199,11 @@ def test_stop_gradient_stops_gradients_into_the_full_pass(make_td, batch):
     """stop_gradient=True: d(KL)/d(params) equals the gradient with the full pass run under no_grad;
     without it, gradients also flow through the full pass (official behaviour) and differ."""
     td = make_td()
-    kwargs = {**batch, "step": 0}
+    kwargs = {**batch, "step": FULL}
 
     def kl_grads(stop_gradient: bool) -> dict[str, torch.Tensor]:
         td.zero_grad(set_to_none=True)
-        out = sctd_loss(td, **kwargs, config=ScTDConfig(stop_gradient=stop_gradient))
+        out = sctd_loss(td, **kwargs, config=ScTDConfig(stop_gradient=stop_gradient, reduction="sum"))
         (out.kl_global + out.kl_local).backward()
         return _grads(td)
 
@@ -214,7 +230,7 @@ def test_stop_gradient_stops_gradients_into_the_full_pass(make_td, batch):
 
 def test_every_parameter_gets_a_gradient_on_a_full_step(make_td, batch):
     td = make_td().train()
-    out = sctd_loss(td, **batch, step=0)
+    out = sctd_loss(td, **batch, step=FULL)
     out.total.backward()
     missing = [n for n, p in td.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert missing == []
@@ -233,7 +249,8 @@ def test_every_parameter_gets_a_gradient_on_a_full_step(make_td, batch):
     ({"fi": 0}, r"fi \(the interval Fi\) must be an int >= 1"),
     ({"fi": 2.5}, r"fi \(the interval Fi\) must be an int >= 1"),
     ({"kl_target": "cls"}, r"kl_target must be one of 'cls_hidden_softmax', 'mean_pooled', 'mlm_vocab', got 'cls'"),
-    ({"reduction": "mean"}, r"reduction must be one of 'sum', 'batchmean', got 'mean'"),
+    ({"reduction": "mean"}, r"reduction must be one of 'batchmean', 'sum', got 'mean'"),
+    ({"full_pass_at": "middle"}, r"full_pass_at must be one of 'end', 'start', got 'middle'"),
     ({"stop_gradient": "yes"}, r"stop_gradient must be True or False"),
     ({"full_mlm": 1}, r"full_mlm must be True or False"),
 ])
@@ -247,7 +264,84 @@ def test_bad_calls_raise_clear_errors(make_td, batch):
         is_full_step(-1, 10)
     with pytest.raises(ValueError, match=r"fi \(the interval Fi\)"):
         is_full_step(3, 0)
+    with pytest.raises(ValueError, match=r"at \(full_pass_at\) must be one of 'end', 'start', got 'first'"):
+        is_full_step(3, 10, "first")
+    with pytest.raises(ValueError, match=r"batch_size must be an int >= 1"):
+        lam_for_reduction(0.1, 0)
     with pytest.raises(ValueError, match=r"labels are required"):
         sctd_loss(make_td(), batch["input_ids"], batch["attention_mask"], None, step=0)
     with pytest.raises(ValueError, match=r"same shape"):
         kl_from_scores(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The KL's reduction and lambda: batch- and world-size independence, the official weighting
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _loss_and_grads(td: TokenDroppingBert, batch: dict, config: ScTDConfig, copies: int = 1):
+    """(ScTDOutput, gradients of its total) on ``copies`` stacked copies of the batch (eval mode: no dropout)."""
+    doubled = {k: torch.cat([v] * copies) for k, v in batch.items()}
+    td.zero_grad(set_to_none=True)
+    out = sctd_loss(td, **doubled, step=FULL, config=config)
+    out.total.backward()
+    return out, _grads(td)
+
+
+def test_default_lambda_means_the_same_at_batch_b_and_2b(make_td, batch):
+    """Default (batchmean): B sequences and the same B twice (2B) give the same loss and the same gradient,
+    so lambda does not depend on the batch size (nor, under DDP, on the number of processes: DDP averages
+    the ranks' gradients). Under "sum" the KL, and the KL's gradient, double."""
+    td = make_td()
+    config = ScTDConfig(lam=0.3)
+    assert config.reduction == "batchmean"
+    one, grads_one = _loss_and_grads(td, batch, config)
+    two, grads_two = _loss_and_grads(td, batch, config, copies=2)
+    torch.testing.assert_close(two.total, one.total, rtol=1e-5, atol=1e-7)
+    for name in grads_one:
+        torch.testing.assert_close(grads_two[name], grads_one[name], rtol=1e-4, atol=1e-7, msg=name)
+
+    summed = ScTDConfig(lam=0.3, reduction="sum")
+    one, _ = _loss_and_grads(td, batch, summed)
+    two, _ = _loss_and_grads(td, batch, summed, copies=2)
+    torch.testing.assert_close(two.kl_global, 2 * one.kl_global, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(two.kl_local, 2 * one.kl_local, rtol=1e-5, atol=1e-8)
+
+    def kl_grads(copies: int) -> dict[str, torch.Tensor]:
+        td.zero_grad(set_to_none=True)
+        doubled = {k: torch.cat([v] * copies) for k, v in batch.items()}
+        out = sctd_loss(td, **doubled, step=FULL, config=summed)
+        (out.kl_global + out.kl_local).backward()
+        return _grads(td)
+
+    g1, g2 = kl_grads(1), kl_grads(2)
+    for name in g1:
+        torch.testing.assert_close(g2[name], 2 * g1[name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_lam_for_reduction_converts_between_reductions(make_td, batch):
+    """lam_sum = lam_batchmean / B gives the same total."""
+    td, rows = make_td(), batch["input_ids"].shape[0]
+    assert lam_for_reduction(0.3, rows) == pytest.approx(0.3 / rows)
+    assert lam_for_reduction(0.1, rows, "sum", "batchmean") == pytest.approx(0.1 * rows)
+    with torch.no_grad():
+        mean = sctd_loss(td, **batch, step=FULL, config=ScTDConfig(lam=0.3))
+        summed = sctd_loss(td, **batch, step=FULL, config=ScTDConfig(lam=lam_for_reduction(0.3, rows), reduction="sum"))
+    torch.testing.assert_close(summed.total, mean.total, rtol=1e-6, atol=1e-7)
+
+
+def test_default_lambda_is_the_official_weighting(make_td, batch):
+    """The official code minimises (sum of MLM* over masked tokens + 0.05 sum of KL over sequences) / tokens
+    (fairseq divides by the step's token count). With the KL's mean over sequences and MLM's mean over the
+    masked positions, lam = 0.05 / m (m = predictions per sequence) is the same objective up to the factor
+    tokens / masked; the default is that at the paper's 512-token sequences (m = 0.15 x 512 = 76.8)."""
+    assert DEFAULT_LAM == pytest.approx(0.05 / (0.15 * 512)) and ScTDConfig().lam == DEFAULT_LAM
+    td = make_td()
+    masked = int(batch["labels"].ne(-100).sum())
+    rows, tokens = batch["input_ids"].shape[0], batch["input_ids"].numel()
+    ours = ScTDConfig(lam=0.05 / (masked / rows), full_mlm=False)
+    with torch.no_grad():
+        out = sctd_loss(td, **batch, step=FULL, config=ours)
+        official = sctd_loss(td, **batch, step=FULL, config=ScTDConfig(lam=0.05, reduction="sum", full_mlm=False))
+    official_value = (official.mlm_dropped * masked + 0.05 * (official.kl_global + official.kl_local)) / tokens
+    torch.testing.assert_close(out.total * masked / tokens, official_value, rtol=1e-6, atol=1e-8)

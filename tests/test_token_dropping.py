@@ -257,16 +257,23 @@ def test_special_and_masked_tokens_kept_padding_dropped_first():
     assert kept.indices[1][kept.valid[1]].tolist() == [0, 1, 2, 3, 4]
 
 
-def test_wrapper_selects_by_importance(make_mlm, wordpiece, batch):
-    td = wrap(make_mlm(), wordpiece, keep_fraction=0.5)
+@pytest.mark.parametrize("keep_predicted", ["mask_only", "all"])
+def test_wrapper_selects_by_importance(make_mlm, wordpiece, batch, keep_predicted):
+    td = wrap(make_mlm(), wordpiece, keep_fraction=0.5, keep_predicted=keep_predicted)
     ids = batch["input_ids"]
     td.importance.table[ids[0, 5]] = 50.0                     # make two ordinary tokens of row 0 important
     td.importance.table[ids[0, 10]] = 40.0
     kept = td.select(ids, batch["attention_mask"], batch["labels"] != -100)
-    # row 0: 6 of 12 = [CLS] 0, masked 2, 7, 9, [SEP] 11, then the most important other token (pos 5).
-    assert kept.indices[0][kept.valid[0]].tolist() == [0, 2, 5, 7, 9, 11]
     special = torch.isin(ids, torch.tensor(wordpiece.all_special_ids)) & batch["attention_mask"].bool()
-    must = (special | (batch["labels"] != -100))
+    if keep_predicted == "mask_only":
+        # Hou: row 0 keeps 6 of 12 = [CLS] 0, [MASK] 2, 9, [SEP] 11, then the two most important tokens (5, 10);
+        # the predicted position 7 holds its own (unchanged) id and loses to them (importance 10 < 40).
+        assert kept.indices[0][kept.valid[0]].tolist() == [0, 2, 5, 9, 10, 11]
+        must = special
+    else:
+        # row 0: 6 of 12 = [CLS] 0, predicted 2, 7, 9, [SEP] 11, then the most important other token (pos 5).
+        assert kept.indices[0][kept.valid[0]].tolist() == [0, 2, 5, 7, 9, 11]
+        must = special | (batch["labels"] != -100)
     for b in range(3):
         chosen = set(kept.indices[b][kept.valid[b]].tolist())
         assert set(must[b].nonzero().flatten().tolist()) <= chosen
@@ -283,6 +290,7 @@ def test_random_mode_same_count_sorted_positions(make_mlm, wordpiece):
     attention_mask[1, 40:] = 0
     masked = torch.zeros(2, 64, dtype=torch.bool)
     masked[:, 3] = True
+    ids[:, 3] = wordpiece.mask_token_id                             # a [MASK]: kept whatever keep_predicted
     imp = td_imp.select(ids, attention_mask, masked)
     one = td_rnd.select(ids, attention_mask, masked, generator=torch.Generator().manual_seed(0))
     two = td_rnd.select(ids, attention_mask, masked, generator=torch.Generator().manual_seed(1))
@@ -326,6 +334,48 @@ def test_full_kv_first_layer_sees_all_tokens(make_mlm, wordpiece, batch):
     for b in range(3):
         rows = out.kept.indices[b][out.kept.valid[b]]
         torch.testing.assert_close(out.drop_end_hidden_state[b, rows], ref[2][b, rows], rtol=1e-5, atol=1e-5)
+
+
+def test_defaults_follow_hous_official_code(make_mlm, wordpiece, batch):
+    """Hou's official code: the first dropped layer attends from the kept tokens to all tokens, and only [MASK]
+    among the predicted positions is kept for sure. The default wrapper is that model, not the other reading."""
+    config = TokenDroppingConfig()
+    assert config.first_layer_full_kv is True and config.keep_predicted == "mask_only"
+    mlm = make_mlm()
+    with torch.no_grad():
+        default = wrap(mlm, wordpiece, keep_fraction=0.5)(**batch)
+        official = wrap(mlm, wordpiece, keep_fraction=0.5, first_layer_full_kv=True)(**batch)
+        described = wrap(mlm, wordpiece, keep_fraction=0.5, first_layer_full_kv=False)(**batch)
+    assert torch.equal(default.last_hidden_state, official.last_hidden_state)
+    assert not torch.allclose(default.last_hidden_state, described.last_hidden_state)
+
+
+def test_dropped_predicted_positions_are_still_predicted(make_mlm, wordpiece, batch):
+    """keep_predicted="mask_only": a predicted position that holds its own id may be dropped; it re-enters
+    before the last layer and the head still predicts it (one logit row per predicted position)."""
+    mlm = make_mlm()
+    td = wrap(mlm, wordpiece, keep_fraction=0.5)
+    ids = batch["input_ids"]
+    td.importance.table[ids[0, 5]] = 50.0                     # as above: position 7 of row 0 is dropped
+    td.importance.table[ids[0, 10]] = 40.0
+    with torch.no_grad():
+        out = td(**batch)
+    masked = batch["labels"] != -100
+    assert 7 not in out.kept.indices[0][out.kept.valid[0]].tolist() and bool(masked[0, 7])
+    assert out.logits.shape[0] == int(masked.sum()) == out.per_prediction_loss.numel()
+    row = out.masked_positions.tolist().index([0, 7])
+    with torch.no_grad():                                     # its prediction: the head on the last layer's row
+        expected = mlm.cls(out.last_hidden_state[0, 7][None])[0]
+    torch.testing.assert_close(out.logits[row], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_wrapper_saved_before_keep_predicted_keeps_every_predicted_position(make_mlm, wordpiece):
+    """Saved states without keep_predicted come from the time every predicted position was kept."""
+    td = wrap(make_mlm(), wordpiece, keep_fraction=0.5)
+    state = td.state_dict()
+    old = {k: v for k, v in state["_extra_state"].items() if k != "keep_predicted"}
+    td.load_state_dict({**state, "_extra_state": old})
+    assert td.config.keep_predicted == "all"
 
 
 def test_every_parameter_gets_a_gradient(make_mlm, wordpiece, batch):
@@ -374,6 +424,7 @@ def test_bad_settings_raise_one_clear_error(make_mlm, wordpiece, kwargs, match):
     ({"beta": "0.9"}, r"beta must be a number in \[0, 1\), got '0.9'"),
     ({"selection": "topk"}, "selection must be one of 'importance', 'random', got 'topk'"),
     ({"first_layer_full_kv": 1}, "first_layer_full_kv must be True or False, got 1"),
+    ({"keep_predicted": "masked"}, "keep_predicted must be one of 'mask_only', 'all', got 'masked'"),
     ({"initial_importance": float("inf")}, r"initial_importance must be a number in \(-inf, inf\), got inf"),
     ({"start_layer": 1.0}, "start_layer must be an int >= 0, got 1.0"),
 ])
@@ -402,10 +453,11 @@ def test_flops_ratio_by_hand():
     # layer(4 queries, 8 keys/values) = Q 32 + KV 128 + scores/weighted sum 256 + output 32 + FFN 128 = 576
     assert layer_flops(8, 8, 2, 4) == 1024 and layer_flops(4, 4, 2, 4) == 384
     assert layer_flops(4, 8, 2, 4) == 576
-    assert flops_ratio(4, 1, 3, 0.5, 8, 2, 4) == (2 * 1024 + 2 * 384) / (4 * 1024)
+    assert flops_ratio(4, 1, 3, 0.5, 8, 2, 4, first_layer_full_kv=False) == (2 * 1024 + 2 * 384) / (4 * 1024)
     assert flops_ratio(4, 1, 3, 0.5, 8, 2, 4, first_layer_full_kv=True) == (2 * 1024 + 576 + 384) / 4096
+    assert flops_ratio(4, 1, 3, 0.5, 8, 2, 4) == (2 * 1024 + 576 + 384) / 4096  # default: Hou's official layer
     head = 2 * 3 * 2 * 2 + 2 * 3 * 2 * 10                     # 3 predictions, vocabulary of 10
-    ratio = flops_ratio(4, 1, 3, 0.5, 8, 2, 4, num_predictions=3, vocab_size=10)
+    ratio = flops_ratio(4, 1, 3, 0.5, 8, 2, 4, num_predictions=3, vocab_size=10, first_layer_full_kv=False)
     assert ratio == (2816 + head) / (4096 + head)
     assert flops_ratio(12, 5, 11, 1.0, 128, 768) == 1.0
     assert 0.73 < flops_ratio(12, 5, 11, 0.5, 512, 768) < 0.75   # about the paper's 25% saving

@@ -1,5 +1,7 @@
-"""What every benchmark shares: the run's environment, fixed torch threads, plain-text tables, JSON output and
-the command-line plumbing (an int option's parser, the ``run`` of a sub-command)."""
+"""What every benchmark shares: the run's environment, fixed torch threads, plain-text tables, JSON output,
+the command-line plumbing (an int option's parser, the ``run`` of a sub-command), and the load-independent
+measurement helpers: interleaved timing rounds (:func:`interleaved_orders`), the median and spread of repeated
+timings (:func:`spread_summary`) and counted FLOPs (:func:`count_flops`)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from typing import Any
 
 from tdnotebooks.validation import arg_type, check_int
 
-__all__ = ["add_common_arguments", "device_arg", "environment", "fixed_torch_threads", "format_load", "format_table",
-           "int_at_least", "load_average", "out_file", "run_subcommand", "write_results"]
+__all__ = ["add_common_arguments", "count_flops", "device_arg", "environment", "fixed_torch_threads", "format_load",
+           "format_table", "int_at_least", "interleaved_orders", "load_average", "out_file", "run_subcommand",
+           "spread_summary", "write_results"]
 
 
 # ============================================================================ the run's environment
@@ -50,6 +53,67 @@ def fixed_torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# ============================================================================ load-independent measurement
+def interleaved_orders(items: Sequence[Any], rounds: int) -> list[list[Any]]:
+    """The order of every timing round: each round holds every item once, round r starts at item r mod k (the
+    order rotates), so over k rounds each item runs once in each position and a slow phase of the machine
+    falls on every item alike instead of on whichever ran during it."""
+    check_int("rounds", rounds, low=1)
+    items = list(items)
+    if not items:
+        raise ValueError("items must not be empty")
+    return [items[r % len(items):] + items[:r % len(items)] for r in range(rounds)]
+
+
+def spread_summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median, min, max and spread = (max - min) / median of repeated measurements (one per round)."""
+    import statistics
+
+    if not values:
+        raise ValueError("values must not be empty")
+    median = statistics.median(values)
+    return {"median": median, "min": min(values), "max": max(values),
+            "spread": (max(values) - min(values)) / median if median > 0 else 0.0, "each": list(values)}
+
+
+def _sdpa_cpu_formulas() -> dict[Any, Callable[..., int]]:
+    """FLOP formulas for CPU's fused attention kernel, which ``torch.utils.flop_counter`` does not count (its CUDA
+    kernels it does): forward and backward as the registered sdpa formulas count them."""
+    import torch
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+    if not hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        return {}
+
+    def forward(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    def backward(grad_out: Any, query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None,
+                 **kwargs: Any) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+    return {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+
+
+def count_flops(fn: Callable[[], Any]) -> tuple[int, float]:
+    """(FLOPs, wall seconds) of one call of ``fn``, counted by ``torch.utils.flop_counter.FlopCounterMode``.
+
+    It counts the matrix products (mm, addmm, bmm, attention kernels; a multiply-add = 2 FLOPs) of every
+    operator that runs, forward and backward alike; element-wise work (LayerNorm, softmax, GELU, the optimizer)
+    counts 0. The count depends on the shapes only, never on the machine's load.
+    """
+    import time
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    started = time.perf_counter()
+    with FlopCounterMode(display=False, custom_mapping=_sdpa_cpu_formulas()) as counter:
+        fn()
+    return int(counter.get_total_flops()), time.perf_counter() - started
 
 
 # ============================================================================ output

@@ -14,9 +14,12 @@ Three sections, each reusing the pieces of the ``finetune`` and ``pretrain`` ben
    the token budget it implies (batch x length).
 3. ``pretrain``: step time of ``token_drop`` and ScTD (Fi=10) vs ``baseline`` and of Hugging Face's stock
    ``BertForMaskedLM`` step, at BERT-base size and at the tiny size
-   (:func:`tdnotebooks.bench.pretrain.time_mode`); the modes are timed interleaved, ``repeats`` rounds (mode
-   order reversed on odd rounds); median step time, spread = (max - min) / median over the rounds. These steps
-   use autocast without a GradScaler (as the ``pretrain`` benchmark's): under fp16 only their timing is meant.
+   (:func:`tdnotebooks.bench.pretrain.time_mode`); the modes are timed interleaved, ``repeats`` rounds (the
+   order rotating by one mode per round, :func:`tdnotebooks.bench.common.interleaved_orders`); median step time,
+   spread = (max - min) / median over the rounds (:func:`tdnotebooks.bench.common.spread_summary`); FLOPs ratio:
+   counted by ``torch.utils.flop_counter`` (:func:`tdnotebooks.bench.pretrain.measure_flops`, forward +
+   backward), beside the analytic one. These steps use autocast without a GradScaler (as the ``pretrain``
+   benchmark's): under fp16 only their timing is meant.
 
 Peak GPU memory (``torch.cuda.max_memory_allocated``, reset before each measurement, minus what was allocated
 before) is recorded for every fine-tuning run, every HWCap bucket (one forward + backward at the cap found) and
@@ -43,7 +46,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tdnotebooks.bench.common import format_load, format_table, int_at_least, out_file, run_subcommand
+from tdnotebooks.bench.common import (
+    format_load,
+    format_table,
+    int_at_least,
+    interleaved_orders,
+    out_file,
+    run_subcommand,
+    spread_summary,
+)
 from tdnotebooks.validation import check_bool, check_int, check_number
 
 __all__ = ["FINETUNE_METHODS", "HELP", "PRETRAIN_MODES", "SECTIONS", "SECTION_WEIGHTS", "GpuBenchConfig",
@@ -337,13 +348,12 @@ def _pretrain_sizes(config: GpuBenchConfig) -> tuple[Any, ...]:
 
 def _mode_summary(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and spread over the rounds of one mode, and its ratio to the baseline's (same rounds)."""
-    steps = [r["step_seconds"] for r in rows]
-    median = statistics.median(steps)
+    steps = spread_summary([r["step_seconds"] for r in rows])
+    median = steps["median"]
     ratios = [r["step_seconds"] / b["step_seconds"] for r, b in zip(rows, base_rows, strict=True)]
     peaks = [r["peak_memory_bytes"] for r in rows]
-    return {"rounds": len(rows), "step_seconds_median": median, "step_seconds_min": min(steps),
-            "step_seconds_max": max(steps), "spread": (max(steps) - min(steps)) / median,
-            "step_seconds_each_round": steps,
+    return {"rounds": len(rows), "step_seconds_median": median, "step_seconds_min": steps["min"],
+            "step_seconds_max": steps["max"], "spread": steps["spread"], "step_seconds_each_round": steps["each"],
             "vs_baseline": median / statistics.median(b["step_seconds"] for b in base_rows),
             "vs_baseline_min": min(ratios), "vs_baseline_max": max(ratios),
             "peak_memory_bytes": max(peaks), "memory_kind": rows[0]["memory_kind"]}
@@ -353,7 +363,7 @@ def run_pretrain_section(config: GpuBenchConfig, budget: TimeBudget, device: Any
                          say: Callable[[str], None]) -> dict[str, Any]:
     """Every mode of :data:`PRETRAIN_MODES` at each size, interleaved over ``config.repeats`` rounds."""
 
-    from tdnotebooks.bench.pretrain import BenchConfig, time_mode
+    from tdnotebooks.bench.pretrain import BenchConfig, measure_flops, time_mode
     from tdnotebooks.bench.pretrain.runs import size_setup
     from tdnotebooks.models import count_parameters, load_tokenizer
 
@@ -373,9 +383,12 @@ def run_pretrain_section(config: GpuBenchConfig, budget: TimeBudget, device: Any
         if not budget.fits(setup_estimate + round_estimate):
             entry["skipped"] = budget.skip(f"pretrain {size.name}", setup_estimate + round_estimate)
             continue
-        initial, batches, flops = size_setup(size, bench, tokenizer, device)
+        initial, batches, analytic = size_setup(size, bench, tokenizer, device)
+        counted = measure_flops(initial, batches[0], bench, tokenizer, device)["modes"]
+        _release(device)
         entry.update(parameters=count_parameters(initial), tokens_per_step=size.batch_size * size.block_size)
         rows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in PRETRAIN_MODES}
+        orders = interleaved_orders(PRETRAIN_MODES, config.repeats)
         for r in range(config.repeats):
             if not budget.fits(round_estimate):
                 entry.setdefault("notes", []).append(budget.skip(
@@ -383,7 +396,7 @@ def run_pretrain_section(config: GpuBenchConfig, budget: TimeBudget, device: Any
                 break
             started = budget.elapsed
             say(f"  pretrain: {size.name} round {r + 1}/{config.repeats}")
-            for mode in PRETRAIN_MODES if r % 2 == 0 else tuple(reversed(PRETRAIN_MODES)):
+            for mode in orders[r]:
                 rows[mode].append(time_mode(mode, initial, batches, size, bench, tokenizer, device))
                 _release(device)
             round_estimate = (budget.elapsed - started) * 1.2
@@ -393,7 +406,9 @@ def run_pretrain_section(config: GpuBenchConfig, budget: TimeBudget, device: Any
             entry["skipped"] = entry.pop("notes")[0]
             continue
         for mode in PRETRAIN_MODES:
-            entry["modes"][mode] = {**_mode_summary(rows[mode], rows["baseline"]), "flops_ratio": flops[mode],
+            entry["modes"][mode] = {**_mode_summary(rows[mode], rows["baseline"]),
+                                    "flops_ratio": counted[mode] / counted["baseline"],
+                                    "analytic_flops_ratio": analytic[mode],
                                     "tokens_per_second": entry["tokens_per_step"]
                                     / statistics.median(x["step_seconds"] for x in rows[mode])}
     return result
@@ -525,7 +540,8 @@ def _hwcap_lines(hw: Mapping[str, Any]) -> list[str]:
 
 def _pretrain_lines(pt: Mapping[str, Any]) -> list[str]:
     head = (f"3. Pretraining steps: {', '.join(pt['modes'])}; keep fraction {pt['keep_fraction']}; "
-            f"{pt['repeats']} interleaved rounds, median step time, spread = (max - min) / median")
+            f"{pt['repeats']} interleaved rounds (rotating order), median step time, spread = (max - min) / median; "
+            "FLOPs ratio: counted (forward + backward) / baseline's, analytic: the formula's")
     if pt["skipped"]:
         return [head, f"   SKIPPED: {pt['skipped']}"]
     rows, notes = [], []
@@ -537,10 +553,11 @@ def _pretrain_lines(pt: Mapping[str, Any]) -> list[str]:
         for mode, m in size["modes"].items():
             rows.append([name, mode, f"{1000 * m['step_seconds_median']:.1f}", f"{100 * m['spread']:.0f}",
                          f"{m['vs_baseline']:.2f}", f"{m['vs_baseline_min']:.2f}-{m['vs_baseline_max']:.2f}",
-                         f"{m['flops_ratio']:.3f}", f"{m['tokens_per_second']:,.0f}", m["rounds"],
+                         f"{m['flops_ratio']:.3f}", f"{m['analytic_flops_ratio']:.3f}", f"{m['tokens_per_second']:,.0f}",
+                         m["rounds"],
                          _mib(m["peak_memory_bytes"])])
-    headers = ["size", "mode", "step ms", "spread %", "vs base", "range", "FLOPs ratio", "tokens/s", "rounds",
-               "peak MiB"]
+    headers = ["size", "mode", "step ms", "spread %", "vs base", "range", "FLOPs ratio", "analytic", "tokens/s",
+               "rounds", "peak MiB"]
     return [head, format_table(headers, rows) if rows else "   (no size measured)", *notes,
             "hf_bert_mlm: HF's stock BertForMaskedLM step (MLM head at every position; ours at the masked ones, "
             "see its FLOPs ratio): at keep-all our wrapper should cost nothing beyond that"]

@@ -2,8 +2,10 @@
 
 Numbered as in the notebook (each comes before the output that answers it):
 
-1. :func:`check_total_loss`: the total of a full step from its four terms (Eq. 4), for lambda = ``lam``;
-2. :func:`check_full_steps`: how many full steps a run of ``steps`` steps holds at interval Fi (Eq. 4's switch);
+1. :func:`check_total_loss`: the total of a full step from its four terms (Eq. 4), for lambda = ``lam`` (default: the
+   ScTDConfig default, 0.05 / 76.8);
+2. :func:`check_full_steps`: how many full steps a run of ``steps`` steps holds at interval Fi (Eq. 4's switch; the
+   full step closes each window of Fi steps, as in the paper's Fig. 5);
 3. :func:`check_sctd_cost`: ScTD's cost per step in baseline steps, r + 1/Fi, with r from flops_ratio (Table 5);
 4. :func:`check_break_even_fi`: the largest Fi at which ScTD costs at least a baseline step (with the Fi widget).
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 from tdnotebooks import validation  # not imported by name: check_number here is the exercises' one
 from tdnotebooks.exercises import Feedback, check_number
-from tdnotebooks.pretraining.sctd import is_full_step
+from tdnotebooks.pretraining.sctd import DEFAULT_LAM, FULL_PASS_AT, is_full_step
 from tdnotebooks.pretraining.token_dropping import flops_ratio
 
 __all__ = ["BERT_LARGE", "check_break_even_fi", "check_full_steps", "check_sctd_cost", "check_total_loss",
@@ -26,17 +28,27 @@ BERT_LARGE = {"num_layers": 24, "start_layer": 11, "end_layer": 23, "keep_fracti
               "hidden_size": 1024, "num_predictions": 77, "vocab_size": 30522}
 
 
-def solution_full_steps(steps: int = 100, fi: int = 10) -> int:
-    """Steps t in [0, steps) with t mod Fi == 0 (counted with sctd.is_full_step)."""
+def solution_full_steps(steps: int = 100, fi: int = 10, at: str = "end") -> int:
+    """Full steps among t in [0, steps) (counted with sctd.is_full_step): at="end" (default, the paper's Fig. 5)
+    t mod Fi == Fi - 1, floor(steps / Fi) of them; at="start" (the official code) t mod Fi == 0, ceil(steps / Fi)."""
     validation.check_int("steps", steps, low=1)
-    return sum(is_full_step(t, fi) for t in range(steps))
+    validation.check_choice("at (full_pass_at)", at, FULL_PASS_AT)
+    return sum(is_full_step(t, fi, at) for t in range(steps))
 
 
-def check_full_steps(answer: Any, steps: int = 100, fi: int = 10) -> Feedback:
-    """``answer``: how many of ``steps`` steps (t = 0 .. steps-1) run the full pass at interval ``fi``."""
-    return check_number(answer, solution_full_steps(steps, fi), "the number of full steps",
-                        "the full pass runs at t = 0, Fi, 2 Fi, ... while t < steps: count them (step 0 included)",
-                        rel_tol=0.0, abs_tol=1e-9, explain=f"ceil({steps}/{fi}) = {math.ceil(steps / fi)}.")
+def check_full_steps(answer: Any, steps: int = 100, fi: int = 10, at: str = "end") -> Feedback:
+    """``answer``: how many of ``steps`` steps (t = 0 .. steps-1) run the full pass at interval ``fi``
+    (``at``: where in each window of Fi steps the full one sits, as ScTDConfig.full_pass_at)."""
+    expected = solution_full_steps(steps, fi, at)
+    if at == "end":
+        hint = ("the full pass closes each window of Fi steps: t = Fi - 1, 2 Fi - 1, ... while t < steps; count "
+                "them (step 0 is a dropped step)")
+        explain = f"floor({steps}/{fi}) = {steps // fi}: Fi - 1 dropped steps, then the full one (Fig. 5)."
+    else:
+        hint = "the full pass opens each window: t = 0, Fi, 2 Fi, ... while t < steps; count them (step 0 included)"
+        explain = f"ceil({steps}/{fi}) = {math.ceil(steps / fi)}."
+    return check_number(answer, expected, "the number of full steps", hint, rel_tol=0.0, abs_tol=1e-9,
+                        explain=explain)
 
 
 def solution_sctd_cost(fi: int = 10, model: Mapping[str, Any] | None = None) -> float:
@@ -67,7 +79,7 @@ def check_break_even_fi(answer: Any, r: float) -> Feedback:
                         explain=f"1/(1 - r) = {1 / (1 - r):.2f}: up to that Fi the full passes eat the saving.")
 
 
-def solution_total_loss(terms: Mapping[str, float], lam: float = 0.05, full_mlm: bool = True) -> float:
+def solution_total_loss(terms: Mapping[str, float], lam: float = DEFAULT_LAM, full_mlm: bool = True) -> float:
     """Eq. 4 at a full step: 1/2 MLM* + 1/2 MLM + lam (KL_g + KL_l) (official code: MLM* + lam (KL_g + KL_l))."""
     validation.check_number("lam (lambda)", lam, low=0)
     validation.check_bool("full_mlm", full_mlm)
@@ -80,7 +92,8 @@ def solution_total_loss(terms: Mapping[str, float], lam: float = 0.05, full_mlm:
     return (0.5 * terms["mlm_dropped"] + 0.5 * terms["mlm_full"] if full_mlm else terms["mlm_dropped"]) + kl
 
 
-def check_total_loss(answer: Any, terms: Mapping[str, float], lam: float = 0.05, full_mlm: bool = True) -> Feedback:
+def check_total_loss(answer: Any, terms: Mapping[str, float], lam: float = DEFAULT_LAM,
+                     full_mlm: bool = True) -> Feedback:
     """``answer``: the loss of a full step with these ``terms`` (ScTDOutput.terms()) and weight ``lam``."""
     return check_number(answer, solution_total_loss(terms, lam, full_mlm), "the full step's loss",
                         "Eq. 4: half of each MLM loss, plus lambda times the sum of the two KL terms",

@@ -4,8 +4,9 @@ Each ``solution_`` computes its answer with :mod:`tdnotebooks.pretraining.token_
 learner's answer with it and returns a :class:`~tdnotebooks.exercises.Feedback`.
 
 1. :func:`check_layer_split`: the default dropped layers of an L-layer model (first, last; 0-based);
-2. :func:`check_keep_count`: tokens a sequence keeps, ceil(keep_fraction * n), at least its forced tokens;
-3. :func:`check_bert_base_flops`: the forward-FLOPs ratio of BERT-base from the per-layer formula;
+2. :func:`check_keep_count`: tokens a sequence keeps, ceil(keep_fraction * n), at least its forced (special and
+   ``[MASK]``) tokens;
+3. :func:`check_bert_base_flops`: the forward-FLOPs ratio of BERT-base from the per-layer formula (the papers' split);
 4. :func:`check_importance_update`: one step of Hou's moving average, duplicates averaged;
 5. :func:`check_flops_widget`: the largest keep fraction at which the tiny model saves 10% (with the widget).
 """
@@ -82,15 +83,15 @@ def solution_keep_count(length: int = 30, num_special: int = 2, num_masked: int 
 def check_keep_count(answer: Any, length: int = 30, num_special: int = 2, num_masked: int = 4,
                      keep_fraction: float = 0.35) -> Feedback:
     """``answer``: tokens kept by a sequence of ``length`` real tokens (``num_special`` special ones,
-    ``num_masked`` masked) at ``keep_fraction``."""
+    ``num_masked`` masked with ``[MASK]``, itself a special token) at ``keep_fraction``."""
     expected = solution_keep_count(length, num_special, num_masked, keep_fraction)
     budget = math.ceil(keep_fraction * length - 1e-9)
     forced = num_special + num_masked
     why = (f"ceil({keep_fraction:g} x {length}) = {budget}"
-           + (f", but the {forced} special and masked tokens are always kept" if forced > budget else
-              f" covers the {forced} special and masked tokens"))
+           + (f", but the {forced} special and [MASK] tokens are always kept" if forced > budget else
+              f" covers the {forced} special and [MASK] tokens"))
     return _check_number(answer, expected, "the number of kept tokens",
-                        "the budget is ceil(keep_fraction x length) (rounded up), and the special and masked "
+                        "the budget is ceil(keep_fraction x length) (rounded up), and the special and [MASK] "
                         "tokens are kept whatever the budget: take the larger of the two",
                         rel_tol=0.0, abs_tol=1e-9, explain=why + ".")
 
@@ -103,8 +104,9 @@ BERT_BASE = {"num_layers": 12, "start_layer": 5, "end_layer": 11, "hidden_size":
 
 
 def solution_bert_base_flops(seq_len: int = 512, keep_fraction: float = 0.5) -> float:
-    """Forward FLOPs of BERT-base's 12 layers with dropping (layers 5..10) over without, MLM head left out."""
-    return flops_ratio(**BERT_BASE, keep_fraction=keep_fraction, seq_len=seq_len)
+    """Forward FLOPs of BERT-base's 12 layers with dropping (layers 5..10) over without, MLM head left out; the
+    split as the papers describe it (``first_layer_full_kv=False``: layer 5 sees the kept tokens only)."""
+    return flops_ratio(**BERT_BASE, keep_fraction=keep_fraction, seq_len=seq_len, first_layer_full_kv=False)
 
 
 def check_bert_base_flops(answer: Any, seq_len: int = 512, keep_fraction: float = 0.5) -> Feedback:
@@ -153,7 +155,8 @@ SLIDER = tuple(round(0.1 + 0.05 * i, 2) for i in range(19))   # the keep-fractio
 
 def _tiny_ratio(keep_fraction: float, num_layers: int, block_size: int, hidden_size: int, intermediate_size: int,
                 vocab_size: int) -> float:
-    """The ratio the widget prints, dropped layers at their default."""
+    """The ratio the widget prints, dropped layers at their default (the first one attending to all tokens, as
+    ``flops_ratio`` and ``TokenDroppingConfig`` do by default)."""
     start, end = TokenDroppingConfig().layer_range(num_layers)
     return flops_ratio(num_layers, start, end, keep_fraction, block_size, hidden_size, intermediate_size,
                        num_predictions=round(0.15 * (block_size - 2)), vocab_size=vocab_size)

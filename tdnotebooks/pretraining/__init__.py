@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 from tdnotebooks.lazy import exported_names, lazy_exports
 
 EXPORTS: dict[str, tuple[str, ...]] = {
-    "token_dropping": ("ImportanceTable", "KeptTokens", "TokenDroppingBert", "TokenDroppingConfig",
+    "token_dropping": ("KEEP_PREDICTED", "ImportanceTable", "KeptTokens", "TokenDroppingBert", "TokenDroppingConfig",
                        "TokenDroppingOutput", "flops_ratio", "gather_tokens", "keep_counts", "layer_flops",
                        "layer_with_full_kv", "scatter_tokens", "select_kept_tokens"),
     "families": ("BertLayout", "EncoderLayout", "LAYOUTS", "ModernBertContext", "ModernBertLayout", "layout_for"),
-    "sctd": ("KL_TARGETS", "REDUCTIONS", "ScTDConfig", "ScTDOutput", "is_full_step", "kl_from_scores",
+    "sctd": ("DEFAULT_LAM", "FULL_PASS_AT", "KL_TARGETS", "OFFICIAL_LAM", "PAPER_PREDICTIONS_PER_SEQUENCE",
+             "REDUCTIONS", "ScTDConfig", "ScTDOutput", "is_full_step", "kl_from_scores", "lam_for_reduction",
              "sctd_loss", "semantic_kl", "semantic_scores"),
     "train": ("PRETRAIN_MODES", "PretrainConfig", "PretrainHistory", "PretrainObjective", "corpus_blocks",
               "evaluate", "latest_checkpoint", "list_checkpoints", "mask_tokens", "pack_blocks", "pretrain",

@@ -13,14 +13,22 @@ For BERT-base (L = 12) that is layers 0-4 full, 5-10 dropped, 11 full: the split
 official code. ScTD (Sec. 2.1, Fig. 2b) describes the same split 1-based: the first l/2-1 layers on
 the full sequence, the dropped range up to layer l-1, the last layer on all tokens. The official code
 lets the first dropped layer take the kept tokens as queries but all tokens as keys/values; that
-variant is ``first_layer_full_kv=True``. Dropping happens whenever ``drop=True``, in eval mode too
-(as in the official code); ``drop=False`` runs the full model with the same weights.
+variant is the default (``first_layer_full_kv=True``); ``first_layer_full_kv=False`` drops from the
+first dropped layer on (the papers' description, one switch away). Dropping happens whenever
+``drop=True``, in eval mode too (as in the official code); ``drop=False`` runs the full model with the
+same weights.
 
 Which tokens are kept (Hou et al. 2022, official code): the importance of a vocabulary id is a moving
 average of the MLM loss it had when it was masked (:class:`ImportanceTable`); each sequence keeps its
-special and masked tokens, then its most important tokens (ties: the earlier position); padding goes
-first. ``selection="random"`` keeps a uniform random subset instead (Random-LTD style, Yao et al.
-2022), for comparison.
+special tokens, [MASK] included, then its most important tokens (ties: the earlier position); padding
+goes first. As in the official code, a predicted position is kept for sure only when its input is
+[MASK] (pinned high in the table): the 10 % of predicted positions replaced by a random id and the 10 %
+left unchanged compete by importance like any other token, so being kept does not give away which
+tokens are targets (``keep_predicted="mask_only"``, the default; ``"all"`` keeps every predicted
+position). A predicted position that was dropped still gets its prediction: it re-enters before the
+last layers, and the MLM head reads the last layer's output at every predicted position.
+``selection="random"`` keeps a uniform random subset instead (Random-LTD style, Yao et al. 2022), for
+comparison.
 
 Families (:mod:`tdnotebooks.pretraining.families`): BERT, RoBERTa / XLM-RoBERTa, ELECTRA (generator) and
 ModernBERT. ModernBERT has no position embeddings: its kept tokens carry their original rotary positions
@@ -59,12 +67,15 @@ from tdnotebooks.pretraining.families import (
 from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
-    "TokenDroppingConfig", "ImportanceTable", "KeptTokens", "keep_counts", "select_kept_tokens", "gather_tokens",
-    "scatter_tokens", "layer_with_full_kv", "TokenDroppingOutput", "TokenDroppingBert", "layer_flops",
-    "flops_ratio",
+    "KEEP_PREDICTED", "TokenDroppingConfig", "ImportanceTable", "KeptTokens", "keep_counts", "select_kept_tokens",
+    "gather_tokens", "scatter_tokens", "layer_with_full_kv", "TokenDroppingOutput", "TokenDroppingBert",
+    "layer_flops", "flops_ratio",
 ]
 
 SELECTIONS = ("importance", "random")
+KEEP_PREDICTED = ("mask_only", "all")   # which predicted positions are always kept (Hou: "mask_only")
+# A wrapper state saved before issue 16 has no keep_predicted: it kept every predicted position.
+_LEGACY_STATE = {"keep_predicted": "all"}
 IGNORE_INDEX = -100  # labels at positions that are not masked (Hugging Face convention)
 
 
@@ -86,8 +97,14 @@ class TokenDroppingConfig:
         paper's split: start = L // 2 - 1, end = L - 1 (12 layers: 5..10 dropped).
     beta: moving-average factor of the importance table, in [0, 1). Hou: 0.995; ScTD uses 0.95.
     selection: "importance" (Hou) or "random" (Random-LTD style baseline).
-    first_layer_full_kv: the official variant; layer start_layer attends from the kept tokens to all
-        tokens (queries kept, keys/values full). Off by default (the paper's description).
+    first_layer_full_kv: layer start_layer attends from the kept tokens to all tokens (queries kept,
+        keys/values full), as Hou et al.'s official code does (default True). False: the first dropped
+        layer sees the kept tokens only, as both papers describe the split.
+    keep_predicted: which predicted (masked) positions are always kept. "mask_only" (default, Hou's
+        official code): only those whose input is [MASK], through the special ids (so pass [MASK] in
+        ``special_token_ids``, as ``tokenizer.all_special_ids`` does); the predicted positions that hold
+        a random or the unchanged id compete by importance. "all": every predicted position (this
+        package's reading before issue 16).
     initial_importance: starting importance of every id (official code: 10.0; once MLM losses fall
         below it, ids not yet measured rank above measured ones).
     """
@@ -98,8 +115,9 @@ class TokenDroppingConfig:
     end_layer: int | None = None
     beta: float = 0.995
     selection: str = "importance"
-    first_layer_full_kv: bool = False
+    first_layer_full_kv: bool = True
     initial_importance: float = 10.0
+    keep_predicted: str = "mask_only"
 
     def __post_init__(self) -> None:
         if self.keep_fraction is not None and self.keep_k is not None:
@@ -113,6 +131,7 @@ class TokenDroppingConfig:
         check_number("beta", self.beta, low=0, high=1, high_open=True)
         check_choice("selection", self.selection, SELECTIONS)
         check_bool("first_layer_full_kv", self.first_layer_full_kv)
+        check_choice("keep_predicted", self.keep_predicted, KEEP_PREDICTED)
         check_number("initial_importance", self.initial_importance)
         for name in ("start_layer", "end_layer"):
             if getattr(self, name) is not None:
@@ -401,18 +420,21 @@ class TokenDroppingBert(nn.Module):
         return asdict(self.config)
 
     def set_extra_state(self, state: dict) -> None:
-        self.config = TokenDroppingConfig(**state)
+        self.config = TokenDroppingConfig(**{**_LEGACY_STATE, **state})
         self.start, self.end = self.config.layer_range(len(self.layout.layers))
         self.importance.beta = self.config.beta
 
     def select(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, masked: torch.Tensor,
                generator: torch.Generator | None = None) -> KeptTokens:
-        """Kept positions: special and masked tokens, then by importance (or at random); padding last.
+        """Kept positions: special tokens ([MASK] included) and, with ``keep_predicted="all"``, every masked
+        (predicted) position; then by importance (or at random); padding last.
 
         Works on the inputs' device (a CPU batch with a CUDA model is fine); ``generator`` may live on
         another device than the inputs (its random numbers are moved).
         """
-        forced = torch.isin(input_ids, self.importance.high_ids.to(input_ids.device)) | masked.to(input_ids.device)
+        forced = torch.isin(input_ids, self.importance.high_ids.to(input_ids.device))
+        if self.config.keep_predicted == "all":
+            forced = forced | masked.to(input_ids.device)
         if self.config.selection == "random":
             device = generator.device if generator is not None else input_ids.device
             scores = torch.rand(input_ids.shape, device=device, generator=generator).to(input_ids.device)
@@ -505,13 +527,15 @@ def layer_flops(q_len: float, kv_len: float, hidden_size: int, intermediate_size
 
 
 def flops_ratio(num_layers: int, start_layer: int, end_layer: int, keep_fraction: float, seq_len: int,
-                hidden_size: int, intermediate_size: int | None = None, first_layer_full_kv: bool = False,
+                hidden_size: int, intermediate_size: int | None = None, first_layer_full_kv: bool = True,
                 num_predictions: int = 0, vocab_size: int = 0) -> float:
     """Forward FLOPs with token dropping / without, for one sequence of seq_len real tokens.
 
     k = ceil(keep_fraction * seq_len) tokens go through layers [start_layer, end_layer). The MLM head at
     num_predictions masked positions (transform 2mh^2 + projection 2mhV) costs the same in both and
     enters both sides; embeddings are ignored. intermediate_size defaults to 4 * hidden_size.
+    first_layer_full_kv: as :class:`TokenDroppingConfig` (default True, Hou's official code: the first
+    dropped layer's keys and values cover all seq_len tokens).
     """
     for name, value, low in (("num_layers", num_layers, 1), ("start_layer", start_layer, 0),
                              ("end_layer", end_layer, 0), ("seq_len", seq_len, 1), ("hidden_size", hidden_size, 1),

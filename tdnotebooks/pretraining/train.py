@@ -58,7 +58,7 @@ from tdnotebooks.checkpoints import (
 )
 from tdnotebooks.checks import check_mlm_model, check_special_token
 from tdnotebooks.checks import max_positions as model_max_positions
-from tdnotebooks.pretraining.sctd import REDUCTIONS, ScTDConfig, is_full_step, sctd_loss
+from tdnotebooks.pretraining.sctd import DEFAULT_LAM, REDUCTIONS, ScTDConfig, is_full_step, sctd_loss
 from tdnotebooks.pretraining.token_dropping import IGNORE_INDEX, TokenDroppingBert, TokenDroppingConfig
 from tdnotebooks.validation import check_bool, check_choice, check_int, check_number
 
@@ -88,8 +88,14 @@ class PretrainConfig:
     keep_fraction: tokens the dropped layers keep, in (0, 1] (drop fraction 1 - keep_fraction in [0, 1)).
     start_layer, end_layer: dropped layers [start_layer, end_layer), 0-based; None = the paper's split.
     beta: importance moving average; None = the mode's paper (token_drop: Hou 0.995, sctd: ScTD 0.95).
-    first_layer_full_kv: Hou's official variant of the first dropped layer (see token_dropping).
-    lam, fi, kl_target, kl_reduction, stop_gradient, full_mlm: ScTD (see :class:`~tdnotebooks.pretraining.sctd.ScTDConfig`).
+    first_layer_full_kv: the first dropped layer attends from the kept tokens to all tokens (default True,
+    Hou's official code; False: the papers' description). keep_predicted: "mask_only" (default, Hou's code:
+    only [MASK] inputs among the predicted positions are always kept) or "all" (see
+    :class:`~tdnotebooks.pretraining.token_dropping.TokenDroppingConfig`).
+    lam, fi, full_pass_at, kl_target, kl_reduction, stop_gradient, full_mlm: ScTD (see
+    :class:`~tdnotebooks.pretraining.sctd.ScTDConfig`; defaults: lam 0.05 / 76.8 with kl_reduction "batchmean",
+    the official code's weighting at the paper's 512 tokens, independent of batch size and processes;
+    full_pass_at "end", the paper's Fig. 5).
     num_layers, hidden_size, num_heads, intermediate_size: the tiny BERT built when no model is given.
     corpus, max_texts (first texts of the train split; None = all), mlm_probability: the data.
     checkpoint_every (0 = never), checkpoint_dir (a folder, checked before step 0), keep_checkpoints (newest
@@ -116,11 +122,13 @@ class PretrainConfig:
     start_layer: int | None = None
     end_layer: int | None = None
     beta: float | None = None
-    first_layer_full_kv: bool = False
-    lam: float = 0.05
+    first_layer_full_kv: bool = True
+    keep_predicted: str = "mask_only"
+    lam: float = DEFAULT_LAM
     fi: int = 10
+    full_pass_at: str = "end"
     kl_target: str = "cls_hidden_softmax"
-    kl_reduction: str = "sum"
+    kl_reduction: str = "batchmean"
     stop_gradient: bool = False
     full_mlm: bool = True
     num_layers: int = 4
@@ -171,8 +179,8 @@ class PretrainConfig:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be None or a folder path as a str, got {getattr(self, name)!r}")
         check_choice("kl_reduction", self.kl_reduction, REDUCTIONS)  # ScTDConfig calls it reduction
-        self.token_dropping_config()                    # keep_fraction, layers, beta, first_layer_full_kv
-        self.sctd_config()                              # lam, fi, kl_target, stop_gradient, full_mlm
+        self.token_dropping_config()                    # keep_fraction, layers, beta, full kv, keep_predicted
+        self.sctd_config()                              # lam, fi, full_pass_at, kl_target, stop_gradient, full_mlm
         if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
             raise ValueError("checkpoint_dir must be set when checkpoint_every > 0 or resume=True")
         check_choice("device", self.device, DEVICES)
@@ -211,12 +219,14 @@ class PretrainConfig:
         return TokenDroppingConfig(keep_fraction=self.keep_fraction, start_layer=self.start_layer,
                                    end_layer=self.end_layer, beta=beta,
                                    selection="random" if self.mode == "random_drop" else "importance",
-                                   first_layer_full_kv=self.first_layer_full_kv)
+                                   first_layer_full_kv=self.first_layer_full_kv,
+                                   keep_predicted=self.keep_predicted)
 
     def sctd_config(self) -> ScTDConfig:
         """The :class:`ScTDConfig` of this run (used in mode "sctd")."""
         return ScTDConfig(lam=self.lam, fi=self.fi, kl_target=self.kl_target, reduction=self.kl_reduction,
-                          stop_gradient=self.stop_gradient, full_mlm=self.full_mlm)
+                          stop_gradient=self.stop_gradient, full_mlm=self.full_mlm,
+                          full_pass_at=self.full_pass_at)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -407,9 +417,11 @@ class PretrainHistory:
 # neither run's schedule. batch_size is checked as the global batch, processes x batch_size (_check_world_size);
 # the model's sizes as its architecture (tdnotebooks.checkpoints.check_architecture).
 RESUME_MUST_MATCH = ("mode", "steps", "block_size", "lr", "warmup", "weight_decay", "max_grad_norm",
-                     "keep_fraction", "start_layer", "end_layer", "beta", "first_layer_full_kv", "lam", "fi",
-                     "kl_target", "kl_reduction", "stop_gradient", "full_mlm", "corpus", "max_texts",
-                     "mlm_probability", "seed")
+                     "keep_fraction", "start_layer", "end_layer", "beta", "first_layer_full_kv", "keep_predicted",
+                     "lam", "fi", "full_pass_at", "kl_target", "kl_reduction", "stop_gradient", "full_mlm", "corpus",
+                     "max_texts", "mlm_probability", "seed")
+# What a checkpoint written before a setting existed ran with (issue 16 added these two).
+LEGACY_SETTINGS = {"keep_predicted": "all", "full_pass_at": "start"}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -547,7 +559,7 @@ def pretrain(config: PretrainConfig | None = None, model: Any = None, tokenizer:
             values = _log_values(accelerator, loss, terms)
             _synchronize(device)
             seconds = time.perf_counter() - start
-            full_step = config.mode == "sctd" and is_full_step(step, config.fi)
+            full_step = config.mode == "sctd" and is_full_step(step, config.fi, config.full_pass_at)
             history.steps.append({"step": step, **values, "is_full_step": full_step, "lr": lr, "seconds": seconds,
                                   "tokens_per_second": world * config.batch_size * config.block_size / seconds})
             if accelerator.trackers:                # main process only; after the timed step, from the record
@@ -645,6 +657,7 @@ def _load_checkpoint(path: Path, config: PretrainConfig, td: TokenDroppingBert, 
 
     state, rng = load_checkpoint(path, accelerator.process_index)   # a missing RNG file: a ValueError
     saved = state["config"]
+    saved = {**LEGACY_SETTINGS, **saved}
     differs = [f"{k}: checkpoint {saved.get(k)!r}, now {getattr(config, k)!r}" for k in RESUME_MUST_MATCH
                if saved.get(k) != getattr(config, k)]
     if differs:

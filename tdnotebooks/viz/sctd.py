@@ -49,8 +49,8 @@ def _check_dropped_cost(dropped_cost: Any) -> float:
 def sctd_relative_cost(fi: int, dropped_cost: float) -> float:
     """Mean cost of an ScTD step in baseline steps: r + 1/Fi (``dropped_cost`` = r).
 
-    Every step runs the token-dropped pass (cost r); at steps with t mod Fi == 0 the full pass runs as
-    well (cost 1), forward and backward (Eq. 4). Fi = 1 costs 1 + r: more than the baseline.
+    Every step runs the token-dropped pass (cost r); at one step in Fi (``sctd.is_full_step``: by default
+    t mod Fi == Fi - 1) the full pass runs as well (cost 1), forward and backward (Eq. 4). Fi = 1 costs 1 + r: more than the baseline.
     """
     return _check_dropped_cost(dropped_cost) + 1.0 / _check_fi("fi", fi)
 

@@ -1,28 +1,38 @@
 """What the pretraining benchmark measures: every mode at each model size on the same masked batches
-(:func:`run_size`, skipping a size whose estimated time exceeds its budget), the quality comparison of
-baseline, token_drop and ScTD pretraining (:func:`run_quality`); :func:`run_benchmark` runs them all."""
+(:func:`run_size`: the counted FLOPs of every mode always, then the interleaved timing rounds unless their
+estimate exceeds the size's budget), the quality comparison of baseline, token_drop and ScTD pretraining
+(:func:`run_quality`); :func:`run_benchmark` runs them all."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
-from tdnotebooks.bench.common import environment, fixed_torch_threads, load_average
+from tdnotebooks.bench.common import (
+    environment,
+    fixed_torch_threads,
+    interleaved_orders,
+    load_average,
+    spread_summary,
+)
 from tdnotebooks.bench.pretrain.config import (
     BASELINE,
-    HF_PEER,
     QUALITY_METHODS,
-    TOKEN_DROP,
+    SCTD,
+    SCTD_UNIT_FI,
     BenchConfig,
     QualitySpec,
     SizeSpec,
+    quality_lam,
 )
-from tdnotebooks.bench.pretrain.steps import analytic_flops_ratios, time_mode
+from tdnotebooks.bench.pretrain.steps import analytic_flops_ratios, measure_flops, mode_fi, time_mode
 from tdnotebooks.bench.pretrain.targets import compare_sctd, evaluate_targets
 
-__all__ = ["estimate_seconds", "masked_batches", "run_benchmark", "run_quality", "run_size", "size_setup"]
+__all__ = ["estimate_seconds", "masked_batches", "run_benchmark", "run_quality", "run_size", "size_setup",
+           "summarize_rounds", "unit_size"]
 
 
 def masked_batches(size: SizeSpec, tokenizer: Any, seed: int, device: Any, count: int = 4) -> list[tuple[Any, Any]]:
@@ -58,55 +68,115 @@ def size_setup(size: SizeSpec, config: Any, tokenizer: Any, device: Any) -> tupl
         size, config, bert_config.vocab_size)
 
 
+def unit_size(unit: str, size: SizeSpec) -> SizeSpec:
+    """The size a unit is timed at: ScTD times at least 2 steps (one full, one dropped)."""
+    return replace(size, timed_steps=max(2, size.timed_steps)) if unit == SCTD else size
+
+
+def _round_value(row: Mapping[str, Any], mode: str, key: str = "step_seconds") -> float:
+    """One round's step time of ``mode`` from its unit's timing ``row``; ``sctd_fi{Fi}``: the Fi-weighted mean
+    (full + (Fi - 1) dropped) / Fi of that round's full-step and dropped-step means. key: ``step_seconds`` (wall)
+    or ``cpu_step_seconds``."""
+    fi = mode_fi(mode)
+    if fi is None:
+        return row[key]
+    prefix = "cpu_" if key.startswith("cpu") else ""
+    full = row[f"{prefix}full_step_seconds"]
+    dropped = row.get(f"{prefix}dropped_step_seconds", full)
+    return (full + (fi - 1) * dropped) / fi
+
+
+def summarize_rounds(mode: str, rows: list[Mapping[str, Any]], base_rows: list[Mapping[str, Any]],
+                     tokens_per_step: int) -> dict[str, Any]:
+    """The timing columns of ``mode`` from its unit's rows (one per round) and the baseline's (same rounds):
+    median step time, its min-max and spread over the rounds, ratios of medians, per-round ratios' range."""
+    wall = spread_summary([_round_value(r, mode) for r in rows])
+    base = spread_summary([_round_value(b, BASELINE) for b in base_rows])
+    cpu = [_round_value(r, mode, "cpu_step_seconds") for r in rows]
+    cpu_base = [_round_value(b, BASELINE, "cpu_step_seconds") for b in base_rows]
+    ratios = [w / b for w, b in zip(wall["each"], base["each"], strict=True)]
+    cpu_median, cpu_base_median = spread_summary(cpu)["median"], spread_summary(cpu_base)["median"]
+    out = {"timed": True, "rounds": len(rows), "step_seconds": wall["median"], "step_seconds_min": wall["min"],
+           "step_seconds_max": wall["max"], "spread": wall["spread"], "step_seconds_each_round": wall["each"],
+           "vs_baseline": wall["median"] / base["median"], "vs_baseline_min": min(ratios),
+           "vs_baseline_max": max(ratios), "cpu_step_seconds": cpu_median, "cpu_step_seconds_each_round": cpu,
+           "cpu_vs_baseline": cpu_median / cpu_base_median if cpu_base_median > 0 else None,
+           "tokens_per_second": tokens_per_step / wall["median"],
+           "peak_memory_bytes": max(r["peak_memory_bytes"] for r in rows), "memory_kind": rows[0]["memory_kind"]}
+    if mode_fi(mode) is not None:
+        for kind in ("full_step_seconds", "dropped_step_seconds"):
+            out[kind] = spread_summary([r.get(kind, r["full_step_seconds"]) for r in rows])["median"]
+    return out
+
+
+UNTIMED = {"timed": False, "rounds": 0, "step_seconds": None, "step_seconds_min": None, "step_seconds_max": None,
+           "spread": None, "step_seconds_each_round": [], "vs_baseline": None, "vs_baseline_min": None,
+           "vs_baseline_max": None, "cpu_step_seconds": None, "cpu_step_seconds_each_round": [],
+           "cpu_vs_baseline": None, "tokens_per_second": None, "peak_memory_bytes": None, "memory_kind": None}
+
+
 def run_size(size: SizeSpec, config: BenchConfig, tokenizer: Any, device: Any,
              progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every mode at one size: rows, FLOPs ratios, ratios to the baseline; skipped if over its budget."""
+    """Every mode at one size: its counted FLOPs (always), then ``size.rounds`` interleaved timing rounds
+    (skipped, with the reason in ``skipped``, when their estimate exceeds ``size.budget_seconds``)."""
 
     from tdnotebooks.models import count_parameters
 
     started = time.perf_counter()
-    initial, batches, flops = size_setup(size, config, tokenizer, device)
-    result: dict[str, Any] = {"size": asdict(size), "parameters": count_parameters(initial),
-                              "tokens_per_step": size.batch_size * size.block_size, "skipped": None, "modes": {}}
+    initial, batches, analytic = size_setup(size, config, tokenizer, device)
+    tokens = size.batch_size * size.block_size
+    result: dict[str, Any] = {"size": asdict(size), "parameters": count_parameters(initial), "tokens_per_step": tokens,
+                              "skipped": None, "modes": {}}
+    progress(f"  {size.name}: counting FLOPs")
+    flops = measure_flops(initial, batches[0], config, tokenizer, device)
+    base_flops = flops["modes"][BASELINE]
+    result["flops"] = {"counted_on": "one step of each unit on the first batch (forward + backward)",
+                       "sctd_full_step": flops["sctd_full_step"], "sctd_dropped_step": flops["sctd_dropped_step"],
+                       "counting_seconds": flops["seconds"], "first_layer_full_kv": _first_layer_full_kv(config)}
     for mode in config.modes:
-        progress(f"  {size.name}: {mode}")
-        row = time_mode(mode, initial, batches, size, config, tokenizer, device)
-        row["flops_ratio"] = flops[mode]
-        row["tokens_per_second"] = result["tokens_per_step"] / row["step_seconds"]
-        result["modes"][mode] = row
-        if mode == BASELINE and size.budget_seconds is not None:
-            estimate = estimate_seconds(row, size, config)
-            result["estimated_seconds"] = estimate
-            if estimate > size.budget_seconds:
-                result["skipped"] = (f"estimated {estimate:.0f} s for all {len(config.modes)} modes (from the "
-                                     f"baseline's {row['step_seconds']:.1f} s per step) > budget "
-                                     f"{size.budget_seconds:.0f} s")
-                progress(f"  {size.name}: skipped, {result['skipped']}")
-                break
-    base = result["modes"][BASELINE]["step_seconds"]
-    cpu_base = result["modes"][BASELINE]["cpu_step_seconds"]
-    for row in result["modes"].values():
-        row["vs_baseline"] = row["step_seconds"] / base
-        row["cpu_vs_baseline"] = row["cpu_step_seconds"] / cpu_base if cpu_base > 0 else None
+        result["modes"][mode] = {"mode": mode, "flops_per_step": flops["modes"][mode],
+                                 "flops_ratio": flops["modes"][mode] / base_flops,
+                                 "analytic_flops_ratio": analytic[mode], **UNTIMED}
+    estimate = estimate_seconds(flops["seconds"], size, config)
+    result["estimated_seconds"] = estimate
+    if size.budget_seconds is not None and estimate > size.budget_seconds:
+        result["skipped"] = (f"timing skipped: estimated {estimate:.0f} s for {size.rounds} rounds of "
+                             f"{len(config.units)} units (from the FLOPs-counting steps, "
+                             f"{flops['seconds'][BASELINE]:.1f} s per baseline step) > budget "
+                             f"{size.budget_seconds:.0f} s")
+        progress(f"  {size.name}: {result['skipped']}")
+    else:
+        orders = interleaved_orders(config.units, size.rounds)
+        result["round_orders"] = orders
+        timed: dict[str, list[dict[str, Any]]] = {unit: [] for unit in config.units}
+        for r, order in enumerate(orders):
+            progress(f"  {size.name}: round {r + 1}/{size.rounds}: {', '.join(order)}")
+            for unit in order:
+                mode = f"sctd_fi{SCTD_UNIT_FI}" if unit == SCTD else unit
+                timed[unit].append(time_mode(mode, initial, batches, unit_size(unit, size), config, tokenizer,
+                                             device))
+        for mode, row in result["modes"].items():
+            unit = SCTD if mode_fi(mode) is not None else mode
+            row.update(summarize_rounds(mode, timed[unit], timed[BASELINE], tokens))
     result["wall_seconds"] = time.perf_counter() - started
     return result
 
 
-def estimate_seconds(baseline_row: Mapping[str, Any], size: SizeSpec, config: BenchConfig) -> float:
-    """Rough run time of all remaining modes from the baseline's step time: token dropping ~0.8x, an ScTD
-    full step ~1.8x, HF's all-position head ~1.3x; every step (warm-up included) counted."""
-    t = baseline_row["step_seconds"]
-    steps = size.warmup_steps + size.timed_steps
-    factors = {TOKEN_DROP: 0.8, "random_drop": 0.8, HF_PEER: 1.3}
+def _first_layer_full_kv(config: BenchConfig) -> bool:
+    from tdnotebooks.pretraining.token_dropping import TokenDroppingConfig
+
+    return TokenDroppingConfig(keep_fraction=config.keep_fraction).first_layer_full_kv
+
+
+def estimate_seconds(count_seconds: Mapping[str, float], size: SizeSpec, config: BenchConfig) -> float:
+    """Rough run time of the timing rounds from the wall time of each unit's FLOPs-counting step (a first step on
+    a fresh copy, so rather pessimistic): rounds x, per unit, (warm-up + timed steps) x its counted step."""
     total = 0.0
-    for mode in config.modes[1:]:
-        if mode.startswith("sctd"):
-            fi = int(mode.removeprefix("sctd_fi"))
-            full_steps = 1 + sum(1 for i in range(size.timed_steps) if i % fi == 0)
-            total += t * (0.8 * steps + 1.0 * full_steps)
-        else:
-            total += t * factors[mode] * steps
-    return total
+    for unit in config.units:
+        timed = unit_size(unit, size).timed_steps
+        warmup = max(2, size.warmup_steps) if unit == SCTD else size.warmup_steps
+        total += (warmup + timed) * count_seconds[unit]
+    return size.rounds * total
 
 
 def run_quality(spec: QualitySpec, config: BenchConfig, tokenizer: Any, device: Any,
@@ -124,7 +194,7 @@ def run_quality(spec: QualitySpec, config: BenchConfig, tokenizer: Any, device: 
     pretrain_config = PretrainConfig(
         steps=spec.steps, batch_size=spec.batch_size, block_size=spec.block_size, max_texts=spec.max_texts,
         keep_fraction=config.keep_fraction, lr=5e-4, eval_every=max(1, spec.steps // 5), progress=False,
-        device=device.type, lam=spec.lam, fi=spec.fi)
+        device=device.type, lam=quality_lam(spec), fi=spec.fi)
     methods = {mode: {"mode": mode} for mode in QUALITY_METHODS}
     runs = compare_pretraining(
         methods, pretrain_config, sbert=load_pretrained(kind="sbert"), drift_texts=list(dev["text"][:spec.drift_size]),
@@ -135,7 +205,7 @@ def run_quality(spec: QualitySpec, config: BenchConfig, tokenizer: Any, device: 
     for summary in runs.values():
         for run in summary["runs"]:
             run["losses"] = [round(v, 5) for v in run["losses"]]      # keep the JSON small
-    return {"spec": asdict(spec), "methods": runs, "comparison": compare_sctd(runs, len(spec.seeds))}
+    return {"spec": {**asdict(spec), "lam": quality_lam(spec)}, "methods": runs, "comparison": compare_sctd(runs, len(spec.seeds))}
 
 
 def run_benchmark(config: BenchConfig, progress: Callable[[str], None] | None = print) -> dict[str, Any]:
@@ -149,10 +219,16 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] | None = 
     with fixed_torch_threads(config.threads):  # the same for every mode of the run
         env = environment(config, device)
         tokenizer = load_tokenizer()
-        sizes = {size.name: run_size(size, config, tokenizer, device, say) for size in config.sizes}
+        gc.freeze()  # what exists now is never garbage: the gc.collect() around every timed unit skips it
+        try:
+            sizes = {size.name: run_size(size, config, tokenizer, device, say) for size in config.sizes}
+        finally:
+            gc.unfreeze()
         quality = run_quality(config.quality, config, tokenizer, device, say) if config.quality else None
         env["load_average_at_end"] = load_average()
     targets = evaluate_targets(sizes, config.target_fi)
+    evaluated = [t for t in targets if t["passed"] is not None]
     return {"benchmark": "pretrain", "environment": env, "config": asdict(config), "sizes": sizes,
-            "targets": targets, "all_targets_met": all(t["passed"] for t in targets), "quality": quality,
+            "targets": targets, "all_targets_met": all(t["passed"] for t in evaluated),
+            "targets_evaluated": len(evaluated), "targets_skipped": len(targets) - len(evaluated), "quality": quality,
             "wall_seconds": time.perf_counter() - started}

@@ -1,6 +1,7 @@
 """One mode of the pretraining benchmark: its full optimizer step, the timing of ``timed_steps`` such steps with
-their peak memory (:func:`time_mode`), the Fi-weighted step time of ScTD (:func:`step_time`), and the analytic
-FLOPs ratio each mode should reach (:func:`analytic_flops_ratios`)."""
+their peak memory (:func:`time_mode`), the Fi-weighted step time of ScTD (:func:`step_time`), the FLOPs of one
+step of every mode counted by PyTorch (:func:`measure_flops`), and the analytic FLOPs ratio each mode should
+reach (:func:`analytic_flops_ratios`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tdnotebooks.bench.pretrain.config import BASELINE, HF_PEER, TOKEN_DROP, BenchConfig, SizeSpec
+from tdnotebooks.bench.common import count_flops
+from tdnotebooks.bench.pretrain.config import (
+    BASELINE,
+    HF_PEER,
+    RANDOM_DROP,
+    SCTD,
+    SCTD_UNIT_FI,
+    TOKEN_DROP,
+    BenchConfig,
+    SizeSpec,
+)
 
-__all__ = ["PeakRSS", "analytic_flops_ratios", "step_time", "time_mode"]
+__all__ = ["PeakRSS", "analytic_flops_ratios", "measure_flops", "mode_fi", "sctd_steps", "step_time", "time_mode"]
 
 
 # ============================================================================ 1. memory
@@ -46,6 +57,22 @@ class PeakRSS:
 
 
 # ============================================================================ 2. one mode
+def mode_fi(mode: str) -> int | None:
+    """The ScTD interval of ``mode`` (``sctd_fi{Fi}``; the ``sctd`` unit runs :data:`SCTD_UNIT_FI`), else None."""
+    if mode == SCTD:
+        return SCTD_UNIT_FI
+    return int(mode.removeprefix("sctd_fi")) if mode.startswith("sctd_fi") else None
+
+
+def sctd_steps(fi: int) -> tuple[int, int | None]:
+    """(the first full step t, the first dropped step t or None when Fi = 1) of ScTD's schedule
+    (:func:`tdnotebooks.pretraining.sctd.is_full_step`, whichever steps of a window it makes full)."""
+    from tdnotebooks.pretraining.sctd import is_full_step
+
+    kinds = [is_full_step(t, fi) for t in range(fi)]
+    return kinds.index(True), kinds.index(False) if False in kinds else None
+
+
 def _synchronize(device: Any) -> None:
     import torch
 
@@ -67,8 +94,8 @@ def _make_step(mode: str, mlm: Any, config: BenchConfig, tokenizer: Any, device:
     if mode == HF_PEER:
         module, objective = mlm, None
     else:
-        kind = "sctd" if mode.startswith("sctd") else mode
-        fi = int(mode.removeprefix("sctd_fi")) if kind == "sctd" else 10
+        kind = SCTD if mode.startswith(SCTD) else mode
+        fi = mode_fi(mode) or 10
         td_config = TokenDroppingConfig(keep_fraction=config.keep_fraction, beta=DEFAULT_BETA.get(kind, 0.995),
                                         selection="random" if kind == "random_drop" else "importance")
         module = TokenDroppingBert(mlm, td_config, special_token_ids=tokenizer.all_special_ids,
@@ -79,7 +106,7 @@ def _make_step(mode: str, mlm: Any, config: BenchConfig, tokenizer: Any, device:
     no_decay = [p for p in module.parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, eps=1e-6)
-    updates_importance = mode in (TOKEN_DROP,) or mode.startswith("sctd")
+    updates_importance = mode in (TOKEN_DROP,) or mode.startswith(SCTD)
 
     def step(inputs: Any, labels: Any, t: int) -> None:
         mask = torch.ones_like(inputs)
@@ -100,7 +127,11 @@ def _make_step(mode: str, mlm: Any, config: BenchConfig, tokenizer: Any, device:
 
 def time_mode(mode: str, initial: Any, batches: Sequence[tuple[Any, Any]], size: SizeSpec, config: BenchConfig,
               tokenizer: Any, device: Any) -> dict[str, Any]:
-    """Warm up, then time ``size.timed_steps`` optimizer steps t = 0..T-1 of ``mode`` on a copy of ``initial``."""
+    """Warm up, then time ``size.timed_steps`` optimizer steps of ``mode`` on a copy of ``initial``.
+
+    The steps are t = t0 .. t0 + T - 1 with t0 = 0, or for ScTD its first full step (so the timed steps start a
+    window); ScTD's warm-up runs at least 2 steps from t0 (both step kinds when Fi > 1).
+    """
     import copy
     import gc
 
@@ -114,16 +145,19 @@ def time_mode(mode: str, initial: Any, batches: Sequence[tuple[Any, Any]], size:
         torch.cuda.empty_cache()
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
+    fi = mode_fi(mode)
+    t0 = 0 if fi is None else sctd_steps(fi)[0]
+    warmup = size.warmup_steps if fi is None or fi == 1 else max(2, size.warmup_steps)
     with PeakRSS() as rss:
         step, optimizer = _make_step(mode, copy.deepcopy(initial), config, tokenizer, device)
-        fi = int(mode.removeprefix("sctd_fi")) if mode.startswith("sctd") else None
-        for w in range(size.warmup_steps):         # t = 0 first: for ScTD the warm-up runs both passes
+        for w in range(warmup):
             inputs, labels = batches[w % len(batches)]
-            step(inputs, labels, w)
+            step(inputs, labels, t0 + w)
         _synchronize(device)
         seconds, cpu, full = [], [], []
-        for t in range(size.timed_steps):
-            inputs, labels = batches[(size.warmup_steps + t) % len(batches)]
+        for i in range(size.timed_steps):
+            t = t0 + i
+            inputs, labels = batches[(warmup + i) % len(batches)]
             _synchronize(device)
             start, cpu_start = time.perf_counter(), time.thread_time()
             step(inputs, labels, t)
@@ -134,9 +168,11 @@ def time_mode(mode: str, initial: Any, batches: Sequence[tuple[Any, Any]], size:
     peak_bytes = (torch.cuda.max_memory_allocated(device) - before) if cuda else rss.delta_bytes
     del step, optimizer
     gc.collect()
+    cpu_times = step_time(cpu, full, fi)
+    kinds = {f"cpu_{k}": v for k, v in cpu_times.items() if k in ("full_step_seconds", "dropped_step_seconds")}
     return {"mode": mode, "step_seconds_each": seconds, "is_full_step": full,
             **step_time(seconds, full, fi), "cpu_step_seconds_each": cpu,
-            "cpu_step_seconds": step_time(cpu, full, fi)["step_seconds"], "peak_memory_bytes": int(peak_bytes),
+            "cpu_step_seconds": cpu_times["step_seconds"], **kinds, "peak_memory_bytes": int(peak_bytes),
             "memory_kind": "cuda_max_memory_allocated" if cuda else "approx_peak_rss_delta"}
 
 
@@ -161,17 +197,57 @@ def step_time(seconds: Sequence[float], full: Sequence[bool], fi: int | None) ->
             "full_step_seconds": t_full, "dropped_step_seconds": t_dropped}
 
 
-# ============================================================================ 3. analytic FLOPs
+# ============================================================================ 3. FLOPs
+def measure_flops(initial: Any, batch: tuple[Any, Any], config: BenchConfig, tokenizer: Any,
+                  device: Any) -> dict[str, Any]:
+    """FLOPs of one training step of every unit, counted on ``batch`` (:func:`tdnotebooks.bench.common.count_flops`:
+    forward + backward; the optimizer's element-wise work counts 0), each unit on a fresh copy of ``initial``.
+
+    Returns ``units`` (unit -> FLOPs of one step; ScTD's entry: its dropped step), ``sctd_full_step`` and
+    ``sctd_dropped_step`` (ScTD's two step kinds), ``modes`` (mode -> FLOPs per step; ``sctd_fi{Fi}``: the mean
+    over a window, (full + (Fi - 1) dropped) / Fi) and ``seconds`` (unit -> wall seconds of its counted steps,
+    each the first step of a fresh copy: a rough, pessimistic step time).
+    """
+    import copy
+    import gc
+    from functools import partial
+
+    inputs, labels = batch
+    units: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    sctd: dict[str, int] = {}
+    for unit in config.units:
+        step, optimizer = _make_step(unit, copy.deepcopy(initial), config, tokenizer, device)
+        if unit == SCTD:
+            t_full, t_dropped = sctd_steps(SCTD_UNIT_FI)
+            sctd["full"], full_seconds = count_flops(partial(step, inputs, labels, t_full))
+            sctd["dropped"], dropped_seconds = count_flops(partial(step, inputs, labels, t_dropped))
+            units[unit], seconds[unit] = sctd["dropped"], (full_seconds + dropped_seconds) / 2
+        else:
+            units[unit], seconds[unit] = count_flops(partial(step, inputs, labels, 0))
+        del step, optimizer
+        gc.collect()
+    modes: dict[str, float] = {}
+    for mode in config.modes:
+        fi = mode_fi(mode)
+        modes[mode] = units[mode] if fi is None else (sctd["full"] + (fi - 1) * sctd["dropped"]) / fi
+    return {"units": units, "sctd_full_step": sctd.get("full"), "sctd_dropped_step": sctd.get("dropped"),
+            "modes": modes, "seconds": seconds}
+
+
 def analytic_flops_ratios(size: SizeSpec, config: BenchConfig, vocab_size: int,
                           mlm_probability: float = 0.15) -> dict[str, float]:
-    """Forward FLOPs of each mode / baseline for one block (masked predictions per block as mask_tokens makes)."""
+    """Forward FLOPs of each mode / baseline for one block (masked predictions per block as mask_tokens makes),
+    with token dropping's default ``first_layer_full_kv`` (what the measured modes run)."""
     from tdnotebooks.pretraining.token_dropping import TokenDroppingConfig, flops_ratio, layer_flops
 
     n, h, f, L = size.block_size, size.hidden_size, size.intermediate_size, size.num_layers
     m = max(1, round(mlm_probability * (n - 2)))           # mask_tokens: round(15 % of non-special), >= 1
-    start, end = TokenDroppingConfig(keep_fraction=config.keep_fraction).layer_range(L)
-    r = flops_ratio(L, start, end, config.keep_fraction, n, h, f, num_predictions=m, vocab_size=vocab_size)
-    ratios = {BASELINE: 1.0, TOKEN_DROP: r, "random_drop": r}
+    td_config = TokenDroppingConfig(keep_fraction=config.keep_fraction)
+    start, end = td_config.layer_range(L)
+    r = flops_ratio(L, start, end, config.keep_fraction, n, h, f, first_layer_full_kv=td_config.first_layer_full_kv,
+                    num_predictions=m, vocab_size=vocab_size)
+    ratios = {BASELINE: 1.0, TOKEN_DROP: r, RANDOM_DROP: r}
     for fi in config.fis:
         ratios[f"sctd_fi{fi}"] = r + 1.0 / fi
     if config.hf_peer:
