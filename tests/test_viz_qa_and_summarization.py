@@ -71,3 +71,18 @@ def test_qa_server_chart_stacks_padding_and_draws_the_time_range():
         qa_server_chart({"x": {"real_tokens": 1}})
     with pytest.raises(ValueError, match="real_tokens"):
         qa_server_chart({"x": {"real_tokens": 5, "slot_tokens": 4, "seconds": [1.0]}})
+
+
+def test_every_axis_of_every_chart_has_a_title():
+    figures = {
+        "window_chart": window_chart([(0, 300), (200, 500)], 500, answer=(250, 260)),
+        "padding_sides_chart": padding_sides_chart({"random": {"encoder": PaddingStats(80, 100, 2),
+                                                               "decoder": PaddingStats(30, 40, 2)}}),
+        "qa_server_chart": qa_server_chart({"random": {"real_tokens": 8, "slot_tokens": 10, "seconds": [1.0]}}),
+    }
+    for name, fig in figures.items():
+        layout = fig.to_plotly_json()["layout"]
+        axes = [key for key in layout if key.startswith(("xaxis", "yaxis"))]
+        assert axes, name
+        untitled = [key for key in axes if not (layout[key].get("title") or {}).get("text")]
+        assert not untitled, f"{name}: {untitled} without title"

@@ -55,7 +55,7 @@ def window_chart(windows: Sequence[Sequence[int]], context_tokens: int, answer: 
     fig.update_layout(title=title or f"{len(windows)} windows over a context of {context_tokens} tokens "
                                      "(overlaps shaded)",
                       xaxis_title="context token", xaxis_range=[0, context_tokens], height=120 + 40 * len(windows),
-                      yaxis_autorange="reversed", margin={"t": 60})
+                      yaxis_title="window (feature)", yaxis_autorange="reversed", margin={"t": 60})
     return fig
 
 
@@ -184,4 +184,7 @@ def qa_server_chart(results: Mapping[str, Mapping[str, Any]], title: str | None 
                          showlegend=False), row=1, col=2)
     fig.update_layout(barmode="stack", title=title or "Server-mode QA: slots and time per batching",
                       height=380, margin={"t": 70})
+    fig.update_xaxes(title_text="batching")
+    fig.update_yaxes(title_text="token slots", row=1, col=1)
+    fig.update_yaxes(title_text="seconds (median, range over rounds)", row=1, col=2)
     return fig
