@@ -89,7 +89,8 @@ def test_token_invariants_and_exact_formulas(results, task):
     for row in result["inference"]["server"]:
         assert 0 <= row["padding_fraction"] < 1 and 0 <= row["accuracy"] <= 1
     latency = result["inference"]["latency"]
-    assert latency[0]["speedup"] == 1.0
+    assert latency[0]["speedup"] == 1.0 == latency[0]["forward_speedup"]
+    assert all(row["median_ms"] > 0 and row["forward_median_ms"] > 0 for row in latency)  # both figures, each row
     assert latency[-1]["mean_tokens"] <= latency[0]["mean_tokens"]  # rate 1 drops every stopword
 
 

@@ -31,7 +31,8 @@ TARGET_LABELS: dict[str, tuple[str, Callable[[float], str]]] = {
 
 TRAINING_HEADERS = ["task", "method", "pad %", "real tok", "pad tok", "s/epoch", "speedup", "ideal",
                     "sp/ideal", "cpu sp", "dev acc %", "sd", "collate %"]
-LATENCY_HEADERS = ["task", "drop rate", "median ms", "tokens", "speedup", "acc %", "n"]
+LATENCY_HEADERS = ["task", "drop rate", "median ms (end to end)", "speedup", "forward ms", "forward speedup",
+                   "tokens", "acc %", "n"]
 SERVER_HEADERS = ["task", "batching", "seconds", "ex/s", "pad %", "speedup", "acc %", "n"]
 
 
@@ -66,8 +67,10 @@ def _inference_rows(tasks: Mapping[str, Any]) -> tuple[list[list[Any]], list[lis
     latency, server = [], []
     for task, result in tasks.items():
         for r in result.get("inference", {}).get("latency", []):
-            latency.append([task, f"{r['rate']:.1f}", f"{r['median_ms']:.2f}", f"{r['mean_tokens']:.1f}",
-                            f"{r['speedup']:.2f}x", _pct(r["accuracy"]), r["examples"]])
+            forward = (f"{r['forward_median_ms']:.2f}", f"{r['forward_speedup']:.2f}x") if "forward_median_ms" in r \
+                else ("-", "-")  # results written before the end-to-end figure existed
+            latency.append([task, f"{r['rate']:.1f}", f"{r['median_ms']:.2f}", f"{r['speedup']:.2f}x", *forward,
+                            f"{r['mean_tokens']:.1f}", _pct(r["accuracy"]), r["examples"]])
         for r in result.get("inference", {}).get("server", []):
             server.append([task, r["batching"], f"{r['seconds']:.3f}", f"{r['throughput']:.1f}",
                            _pct(r["padding_fraction"], 2), f"{r['speedup']:.2f}x", _pct(r["accuracy"]),
