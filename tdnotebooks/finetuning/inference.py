@@ -29,7 +29,8 @@ from tdnotebooks.finetuning.collate import PadToBatchMax
 from tdnotebooks.padding import PaddingStats, random_batches
 from tdnotebooks.validation import check_choice, check_int
 
-__all__ = ["Predictions", "predict", "LatencyResult", "latency_at_batch_size_1"]
+__all__ = ["BATCHINGS", "Predictions", "check_server_batching", "server_batches", "predict", "LatencyResult",
+           "latency_at_batch_size_1"]
 
 BATCHINGS = ("random", "bucketed", "bucketed_tokendrop")
 
@@ -58,6 +59,55 @@ class Predictions:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def check_server_batching(batching: str, *, batch_size: int, token_budget: int | None, bucket_width: int,
+                          pad_token_id: int, seed: int, trim_to: str, token_drop: Any) -> None:
+    """The batching arguments of every server-mode prediction (:func:`predict`, ``qa.predict_qa``), checked
+    before any work: one ValueError naming the argument."""
+    from tdnotebooks.finetuning.tokendrop import TRIM_TARGETS, TokenDrop
+
+    check_choice("batching", batching, BATCHINGS)
+    check_int("batch_size", batch_size, low=1)
+    if token_budget is not None:
+        check_int("token_budget", token_budget, low=1)
+    check_int("bucket_width", bucket_width, low=1)
+    check_int("pad_token_id", pad_token_id, low=0)
+    check_int("seed", seed, low=0)
+    check_choice("trim_to", trim_to, TRIM_TARGETS)
+    if token_drop is not None and batching != "bucketed_tokendrop":
+        raise ValueError(f"token_drop is only used with batching='bucketed_tokendrop', got batching={batching!r} "
+                         f"and token_drop={token_drop!r}")
+    if batching == "bucketed_tokendrop" and not (isinstance(token_drop, TokenDrop) and token_drop.mode == "to_length"):
+        raise ValueError(f"batching='bucketed_tokendrop' needs token_drop=TokenDrop(mode='to_length'), got {token_drop!r}")
+
+
+def server_batches(data: Any, batching: str, *, batch_size: int, token_budget: int | None, bucket_width: int,
+                   pad_token_id: int, seed: int, trim_to: str = "reachable", token_drop: Any = None,
+                   plan_reachable: bool = False, return_positions: bool = False) -> tuple[list, Any]:
+    """The batches (row indices) and the collator of one server-mode pass over ``data`` (arguments checked by
+    :func:`check_server_batching`).
+
+    ``"random"``: random batches of ``batch_size``, padded to their longest. ``"bucketed"``: BucketSampler
+    buckets of ``bucket_width`` with HWCap from ``token_budget`` and no BatchCap (server mode uses the hardware
+    cap directly), residual batches merged, in bucket order. ``"bucketed_tokendrop"``: the same batches trimmed
+    by ``TokenDropBucketCollator(token_drop, trim_to=trim_to)``; ``plan_reachable=True`` also gives the sampler
+    the TokenDrop's reachable lengths, so that each batch can be trimmed to one width; ``return_positions``: the
+    collator's ``original_positions`` (QA maps answers back to the text with them).
+    """
+    if batching == "random":
+        return random_batches(len(data), batch_size, seed), PadToBatchMax(pad_token_id)
+    from tdnotebooks.finetuning.tokendrop import TokenDropBucketCollator, reachable_lengths
+
+    dropping = batching == "bucketed_tokendrop"
+    reachable = reachable_lengths(data, token_drop) if dropping and plan_reachable else None
+    sampler = BucketSampler(lengths=data["length"], bucket_width=bucket_width, token_budget=token_budget,
+                            base_batch_size=batch_size, batch_cap=token_budget is None, rbm=True, shuffle=False,
+                            seed=seed, reachable_lengths=reachable)
+    collate = (TokenDropBucketCollator(token_drop, pad_token_id, trim_to=trim_to, bucket_width=bucket_width,
+                                       return_positions=return_positions)
+               if dropping else PadToBatchMax(pad_token_id))
+    return sampler.epoch_batches(0), collate
 
 
 def _model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -89,24 +139,8 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
 
     Warning: the model is put in ``eval()`` mode and left there. Used in notebooks 03 and 04.
     """
-    check_choice("batching", batching, BATCHINGS)
-    check_int("batch_size", batch_size, low=1)
-    if token_budget is not None:
-        check_int("token_budget", token_budget, low=1)
-    check_int("bucket_width", bucket_width, low=1)
-    check_int("pad_token_id", pad_token_id, low=0)
-    check_int("seed", seed, low=0)
-    from tdnotebooks.finetuning.tokendrop import TRIM_TARGETS
-
-    check_choice("trim_to", trim_to, TRIM_TARGETS)
-    if token_drop is not None and batching != "bucketed_tokendrop":
-        raise ValueError(f"token_drop is only used with batching='bucketed_tokendrop', got batching={batching!r} "
-                         f"and token_drop={token_drop!r}")
-    if batching == "bucketed_tokendrop":
-        from tdnotebooks.finetuning.tokendrop import TokenDrop
-
-        if not isinstance(token_drop, TokenDrop):
-            raise ValueError("batching='bucketed_tokendrop' needs token_drop=TokenDrop(mode='to_length')")
+    check_server_batching(batching, batch_size=batch_size, token_budget=token_budget, bucket_width=bucket_width,
+                          pad_token_id=pad_token_id, seed=seed, trim_to=trim_to, token_drop=token_drop)
     hf_model = model if hasattr(model, "config") else None  # a stand-in without a config: the data's shape only
     if hf_model is not None:
         check_classifier(hf_model, pad_token_id)
@@ -114,20 +148,9 @@ def predict(model: torch.nn.Module, data: Any, *, batching: str = "bucketed", ba
     check_split("data", data, hf_model, labels=False, columns=needed)
     n = len(data)
     device = next(model.parameters()).device
-    if batching == "random":
-        batches = random_batches(n, batch_size, seed)
-        collate: Any = PadToBatchMax(pad_token_id)
-    else:
-        sampler = BucketSampler(lengths=data["length"], bucket_width=bucket_width, token_budget=token_budget,
-                                base_batch_size=batch_size, batch_cap=token_budget is None, rbm=True,
-                                shuffle=False, seed=seed)
-        batches = sampler.epoch_batches(0)
-        if batching == "bucketed_tokendrop":
-            from tdnotebooks.finetuning.tokendrop import TokenDropBucketCollator
-
-            collate = TokenDropBucketCollator(token_drop, pad_token_id, trim_to=trim_to, bucket_width=bucket_width)
-        else:
-            collate = PadToBatchMax(pad_token_id)
+    batches, collate = server_batches(data, batching, batch_size=batch_size, token_budget=token_budget,
+                                      bucket_width=bucket_width, pad_token_id=pad_token_id, seed=seed,
+                                      trim_to=trim_to, token_drop=token_drop)
     was_training = model.training
     model.eval()
     logits: list[torch.Tensor | None] = [None] * n

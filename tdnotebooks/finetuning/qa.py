@@ -39,16 +39,17 @@ import numpy as np
 import torch
 
 from tdnotebooks.checks import check_max_length, check_split
-from tdnotebooks.finetuning.collate import POSITION_KEYS, PadToBatchMax
+from tdnotebooks.finetuning.collate import POSITION_KEYS
+from tdnotebooks.finetuning.inference import BATCHINGS
 from tdnotebooks.finetuning.tasks import FinetuneTask
-from tdnotebooks.padding import PaddingStats, random_batches
+from tdnotebooks.padding import PaddingStats
 from tdnotebooks.validation import check_bool, check_choice, check_int
 
 __all__ = ["ANSWERLESS_WINDOWS", "QA_BATCHINGS", "QAPredictions", "QATask", "normalize_answer", "predict_qa",
            "prepare_qa", "squad_metrics"]
 
 ANSWERLESS_WINDOWS = ("keep", "drop")
-QA_BATCHINGS = ("random", "bucketed", "bucketed_tokendrop")
+QA_BATCHINGS = BATCHINGS  # the server-mode batchings of inference.predict, the same for QA
 CLS_INDEX = 0  # the label of a window that does not hold the whole answer (HF's SQuAD recipe)
 _NO_OFFSET = [-1, -1]  # offset_mapping of a token that is not context (question, special tokens)
 
@@ -387,23 +388,12 @@ def predict_qa(model: torch.nn.Module, features: Any, examples: Any, *, batching
     server mode is measured with ``prepare_qa(..., protect_answer=False)``, so TokenDrop does not know where
     the answer is.
     """
-    from tdnotebooks.finetuning.bucketing import BucketSampler
-    from tdnotebooks.finetuning.tokendrop import TokenDrop, TokenDropBucketCollator, reachable_lengths
+    from tdnotebooks.finetuning.inference import check_server_batching, server_batches
 
-    check_choice("batching", batching, QA_BATCHINGS)
-    check_int("batch_size", batch_size, low=1)
-    if token_budget is not None:
-        check_int("token_budget", token_budget, low=1)
-    check_int("bucket_width", bucket_width, low=1)
+    check_server_batching(batching, batch_size=batch_size, token_budget=token_budget, bucket_width=bucket_width,
+                          pad_token_id=pad_token_id, seed=seed, trim_to=trim_to, token_drop=token_drop)
     check_int("n_best", n_best, low=1)
     check_int("max_answer_length", max_answer_length, low=1)
-    check_int("pad_token_id", pad_token_id, low=0)
-    check_int("seed", seed, low=0)
-    if token_drop is not None and batching != "bucketed_tokendrop":
-        raise ValueError(f"token_drop is only used with batching='bucketed_tokendrop', got batching={batching!r} "
-                         f"and token_drop={token_drop!r}")
-    if batching == "bucketed_tokendrop" and not (isinstance(token_drop, TokenDrop) and token_drop.mode == "to_length"):
-        raise ValueError(f"batching='bucketed_tokendrop' needs token_drop=TokenDrop(mode='to_length'), got {token_drop!r}")
     hf_model = model if hasattr(model, "config") else None  # a stand-in without a config: the data's shape only
     if hf_model is not None:
         _check_qa_model(hf_model, pad_token_id)
@@ -416,17 +406,10 @@ def predict_qa(model: torch.nn.Module, features: Any, examples: Any, *, batching
     _check_features_match(features, examples, ids)
 
     n = len(features)
-    if batching == "random":
-        batches = random_batches(n, batch_size, seed)
-    else:
-        reachable = reachable_lengths(features, token_drop) if batching == "bucketed_tokendrop" else None
-        sampler = BucketSampler(lengths=features["length"], bucket_width=bucket_width, token_budget=token_budget,
-                                base_batch_size=batch_size, batch_cap=token_budget is None, rbm=True,
-                                shuffle=False, seed=seed, reachable_lengths=reachable)
-        batches = sampler.epoch_batches(0)
-    collate: Any = (TokenDropBucketCollator(token_drop, pad_token_id, trim_to=trim_to, return_positions=True,
-                                            bucket_width=bucket_width)
-                    if batching == "bucketed_tokendrop" else PadToBatchMax(pad_token_id))
+    batches, collate = server_batches(features, batching, batch_size=batch_size, token_budget=token_budget,
+                                      bucket_width=bucket_width, pad_token_id=pad_token_id, seed=seed,
+                                      trim_to=trim_to, token_drop=token_drop, plan_reachable=True,
+                                      return_positions=True)
     inputs = features.select_columns([c for c in _COLLATE_KEYS if c in features.column_names])
     offsets_of, example_of = list(features["offset_mapping"]), list(features["example_id"])
     contexts = dict(zip(ids, examples["context"], strict=True))
